@@ -1,0 +1,149 @@
+"""Command line: `python -m merges {list,run,stats,make-tiny,bench-memory}`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from merges.errors import MergeInputError
+
+
+def _parse_kv(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MergeInputError(f"--param expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_list(args) -> int:
+    from merges.registry import methods
+
+    for name, m in methods().items():
+        stats = "  [needs --stats]" if m.needs_stats else ""
+        print(f"{name}{stats}\n    {m.summary}")
+        for key, p in m.describe_params().items():
+            print(f"    --param {key}=...  {p['type']}, default {p['default']!r}  {p['help']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from merges.engine import MergeSpec, run_merge
+
+    spec = MergeSpec(
+        method=args.method,
+        base=Path(args.base),
+        experts=[Path(e) for e in args.expert],
+        output=Path(args.output),
+        params=_parse_kv(args.param),
+        stats=[Path(s) for s in args.stats],
+        device=args.device,
+        dtype=args.dtype,
+        tokenizer_from=Path(args.tokenizer_from) if args.tokenizer_from else None,
+        rest_policy=args.rest_policy,
+        factor_dtype=args.factor_dtype,
+        force=args.force,
+    )
+    record = run_merge(spec, progress=not args.quiet)
+    s = record["summary"]
+    print(
+        f"merged {s['tensors']} tensors ({s['method_tensors']} by {record['method']}) into {args.output} "
+        f"in {record['timings']['total_s']:.1f} s; max bf16 lost fraction {s['max_bf16_lost_frac']:.3f}"
+    )
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from merges.stats import collect_grams
+
+    meta = collect_grams(
+        model=Path(args.model),
+        prompts=Path(args.prompts),
+        output=Path(args.output),
+        max_tokens=args.max_tokens,
+        chat_template_from=Path(args.chat_template_from) if args.chat_template_from else None,
+        max_prompts=args.max_prompts,
+        batch_size=args.batch_size,
+        device=args.device,
+        force=args.force,
+    )
+    print(json.dumps({k: meta[k] for k in ("n_sequences", "n_tokens", "n_grams")}))
+    return 0
+
+
+def cmd_make_tiny(args) -> int:
+    from merges.tiny import make_tiny_family
+
+    paths = make_tiny_family(Path(args.output), seed=args.seed, force=args.force)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_bench_memory(args) -> int:
+    from merges.bench import bench_memory
+
+    return bench_memory(Path(args.workdir), args.size_gb, args.method, args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m merges", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="methods, their parameters and defaults").set_defaults(fn=cmd_list)
+
+    r = sub.add_parser("run", help="merge experts into a base, streaming tensor by tensor")
+    r.add_argument("--method", required=True)
+    r.add_argument("--base", required=True, help="base model folder (safetensors)")
+    r.add_argument("--expert", action="append", required=True, help="expert folder; repeat per expert")
+    r.add_argument("--output", required=True, help="output folder (must not exist unless --force)")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--stats", action="append", default=[], metavar="DIR", help="Gram folder, once per expert in order")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="output dtype")
+    r.add_argument("--tokenizer-from", help="folder whose tokenizer/chat template is copied (default: first expert)")
+    r.add_argument("--rest-policy", default="mean_delta", choices=["mean_delta", "method", "base"])
+    r.add_argument("--factor-dtype", default="float64", choices=["float64", "float32"], help="dtype of SVD/eigh/solves")
+    r.add_argument("--force", action="store_true", help="replace an existing output folder")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("stats", help="RegMean input Grams of a model over prompts")
+    s.add_argument("--model", required=True)
+    s.add_argument("--prompts", required=True, help="JSONL with a 'prompt' string or 'messages' list per line")
+    s.add_argument("--output", required=True)
+    s.add_argument("--max-tokens", type=int, default=512, help="truncate each sequence to this many tokens")
+    s.add_argument("--chat-template-from", help="folder whose tokenizer chat template wraps the prompts")
+    s.add_argument("--max-prompts", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_stats)
+
+    t = sub.add_parser("make-tiny", help="write a tiny OLMo-3 base and three experts (offline tests and demo)")
+    t.add_argument("--output", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--force", action="store_true")
+    t.set_defaults(fn=cmd_make_tiny)
+
+    b = sub.add_parser("bench-memory", help="merge 4 generated ≥1 GB checkpoints on CPU; print time and peak RSS")
+    b.add_argument("--workdir", default="results/bench-memory")
+    b.add_argument("--size-gb", type=float, default=1.0)
+    b.add_argument("--method", default="task_arithmetic")
+    b.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
+    b.set_defaults(fn=cmd_bench_memory)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except MergeInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

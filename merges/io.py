@@ -1,0 +1,227 @@
+"""Safetensors checkpoints read and written one tensor at a time.
+
+Reading parses the safetensors header (8-byte little-endian length + JSON) and `pread`s one
+tensor's bytes into a fresh buffer. Unlike `safe_open`, nothing stays memory-mapped, so the
+process's resident set holds only the tensors in flight, which is what the memory bound needs.
+Writing plans every shard's header up front (all names, shapes and dtypes are known from the
+base), then appends tensor bytes in header order, so no shard is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from merges.errors import MergeInputError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: file, dtype, shape and byte range inside the file."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse a safetensors header into `{name: TensorInfo}` and its `__metadata__`."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise MergeInputError(f"missing safetensors shard: {path}") from None
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MergeInputError(f"not a safetensors file: {path} ({e})") from None
+    meta = header.pop("__metadata__", {}) or {}
+    base = 8 + n
+    infos = {}
+    for name, h in header.items():
+        if h["dtype"] not in DTYPES:
+            raise MergeInputError(f"{path}: tensor {name} has unsupported dtype {h['dtype']}")
+        s, e = h["data_offsets"]
+        infos[name] = TensorInfo(path, DTYPES[h["dtype"]], tuple(h["shape"]), base + s, base + e)
+    return infos, meta
+
+
+def read_tensor(name: str, info: TensorInfo) -> torch.Tensor:
+    """Read one tensor's bytes with pread into a new CPU tensor (no mmap kept)."""
+    nbytes = info.end - info.start
+    buf = torch.empty(nbytes, dtype=torch.uint8)
+    if nbytes:
+        fd = os.open(info.file, os.O_RDONLY)
+        try:
+            view = memoryview(buf.numpy())
+            got = 0
+            while got < nbytes:
+                k = os.preadv(fd, [view[got:]], info.start + got)
+                if k <= 0:
+                    raise MergeInputError(f"{info.file} is truncated (tensor {name})")
+                got += k
+        finally:
+            os.close(fd)
+    return buf.view(info.dtype).reshape(info.shape)
+
+
+class TensorStore:
+    """Named tensors spread over several safetensors files, read one at a time."""
+
+    def __init__(self, files: Iterable[Path]):
+        self.tensors: dict[str, TensorInfo] = {}
+        for path in files:
+            infos, _ = read_header(Path(path))
+            dup = set(infos) & set(self.tensors)
+            if dup:
+                raise MergeInputError(f"tensor {sorted(dup)[0]} appears in two files ({path})")
+            self.tensors.update(infos)
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name].shape
+
+    def read(self, name: str) -> torch.Tensor:
+        return read_tensor(name, self.tensors[name])
+
+
+class Checkpoint(TensorStore):
+    """A Hugging Face model folder's safetensors weights (single file or sharded with index)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise MergeInputError(f"model folder not found: {self.folder}")
+        index = self.folder / INDEX_NAME
+        single = self.folder / SINGLE_NAME
+        if index.exists():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        elif single.exists():
+            weight_map, files = None, [SINGLE_NAME]
+        else:
+            raise MergeInputError(
+                f"{self.folder} has neither {INDEX_NAME} nor {SINGLE_NAME}; "
+                "point at a Hugging Face folder with safetensors weights"
+            )
+        super().__init__(self.folder / f for f in files)
+        if weight_map is not None:
+            missing = sorted(set(weight_map) - set(self.tensors))
+            if missing:
+                raise MergeInputError(
+                    f"{index} lists {len(missing)} tensor(s) absent from its shards, e.g. {missing[0]}"
+                )
+
+
+def _header_bytes(entries: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> tuple[bytes, list[int]]:
+    """Build a safetensors header (padded to 8 bytes) and each tensor's byte size."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset, sizes = 0, []
+    for name, dtype, shape in entries:
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+        sizes.append(size)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw, sizes
+
+
+class ShardedWriter:
+    """Writes tensors, in a fixed planned order, into HF-named shards plus the index json."""
+
+    def __init__(
+        self,
+        folder: Path,
+        plan: Iterable[tuple[str, torch.dtype, tuple[int, ...]]],
+        max_shard_bytes: int = 5 * 1024**3,
+    ):
+        self.folder = Path(folder)
+        shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
+        size = 0
+        for entry in plan:
+            nbytes = math.prod(entry[2]) * torch.empty((), dtype=entry[1]).element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(entry)
+            size += nbytes
+        n = len(shards)
+        self.order: list[str] = []
+        self._file_of: dict[str, str] = {}
+        self._expected: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
+        self._shards = []
+        self.total_bytes = 0
+        for i, entries in enumerate(shards):
+            fname = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            head, sizes = _header_bytes(entries)
+            self._shards.append((fname, head))
+            for (name, dtype, shape), s in zip(entries, sizes, strict=True):
+                self.order.append(name)
+                self._file_of[name] = fname
+                self._expected[name] = (dtype, shape, s)
+                self.total_bytes += s
+        self._pos = 0
+        self._fh = None
+        self._current = None
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next tensor; names must arrive in `self.order`."""
+        want = self.order[self._pos]
+        if name != want:
+            raise RuntimeError(f"writer expected tensor {want}, got {name}")
+        dtype, shape, size = self._expected[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise RuntimeError(f"{name}: planned {dtype}{list(shape)}, got {tensor.dtype}{list(tensor.shape)}")
+        fname = self._file_of[name]
+        if fname != self._current:
+            self._close_file()
+            head = dict(self._shards)[fname]
+            self._fh = open(self.folder / fname, "wb")
+            self._fh.write(head)
+            self._current = fname
+        data = tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy()
+        assert data.nbytes == size
+        self._fh.write(memoryview(data))
+        self._pos += 1
+
+    def _close_file(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def close(self) -> None:
+        """Finish the last shard and write the index (only for several shards)."""
+        self._close_file()
+        if self._pos != len(self.order):
+            raise RuntimeError(f"writer closed after {self._pos} of {len(self.order)} tensors")
+        if len(self._shards) > 1:
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": self._file_of}
+            (self.folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")

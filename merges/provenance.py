@@ -1,0 +1,70 @@
+"""merge.json: what a merged folder was made from, how, and what the merge kept."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+import merges
+
+MERGE_JSON = "merge.json"
+SOURCE_JSON = "source.json"  # {"repo_id", "revision"} written next to downloaded models
+
+
+def model_identity(folder: Path) -> dict:
+    """Path plus any known origin (source.json from the download step, else config's name)."""
+    folder = Path(folder)
+    ident: dict = {"path": str(folder.resolve())}
+    src = folder / SOURCE_JSON
+    if src.exists():
+        ident.update(json.loads(src.read_text()))
+    else:
+        cfg = folder / "config.json"
+        if cfg.exists():
+            name = json.loads(cfg.read_text()).get("_name_or_path")
+            if name:
+                ident["name_or_path"] = name
+    return ident
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "merges": merges.__version__}
+    for pkg in ("torch", "safetensors", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def merge_record(spec, method, params, device, tok_src, grams, timings, diagnostics, total_s) -> dict:
+    rounding = [d["bf16_lost_frac"] for d in diagnostics.values() if d.get("role") == "method"]
+    return {
+        "method": method.name,
+        "params": params.model_dump(),
+        "method_source_sha256": method.source_hash(),
+        "base": model_identity(spec.base),
+        "experts": [model_identity(e) for e in spec.experts],
+        "stats": [g.meta | {"path": str(Path(s).resolve())} for g, s in zip(grams, spec.stats, strict=True)]
+        if grams
+        else [],
+        "tokenizer_from": model_identity(tok_src),
+        "config_from": str(Path(spec.base).resolve()),
+        "tensor_policy": {"rest_policy": spec.rest_policy, "method_applies_to": "2-D Linear weights in transformer blocks"},
+        "dtype": spec.dtype,
+        "factor_dtype": spec.factor_dtype,
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "tf32": False,
+        "versions": versions(),
+        "timings": {"total_s": round(total_s, 3), "per_tensor_s": timings},
+        "summary": {
+            "tensors": len(diagnostics),
+            "method_tensors": len(rounding),
+            "max_bf16_lost_frac": max(rounding, default=0.0),
+        },
+        "diagnostics": diagnostics,
+    }
