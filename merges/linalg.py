@@ -11,11 +11,15 @@ def polar(x: torch.Tensor) -> torch.Tensor:
     return p @ qh
 
 
-def numerical_rank(s: torch.Tensor, shape: tuple[int, int]) -> int:
-    """Count singular values above max(m, n)·eps·s_1 (s sorted descending)."""
+def numerical_rank(s: torch.Tensor, shape: tuple[int, int], eps: float) -> int:
+    """Count singular values above max(m, n)·eps·s_1 (s sorted descending).
+
+    `eps` is the machine epsilon of the data's precision (fp32 task vectors), not of the
+    factorisation's: below that, singular values are rounding noise of the input.
+    """
     if s.numel() == 0 or s[0] <= 0:
         return 0
-    tol = max(shape) * torch.finfo(s.dtype).eps * s[0]
+    tol = max(shape) * eps * s[0]
     return int((s > tol).sum())
 
 

@@ -10,15 +10,14 @@ class TiesParams(Params):
 
 
 def trim_top(x: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep entries with |x| ≥ the k-th largest |x|, k = int(d·density) (ties kept); zero the rest."""
+    """Official `topk_values_mask`: kth = kthvalue(|x|, d − int(d·density)), keep |x| ≥ kth.
+
+    As in the official code this keeps int(d·density) + 1 entries (plus ties); density 1 keeps all.
+    """
     flat = x.abs().flatten()
     d = flat.numel()
-    k_keep = int(d * density)
-    if k_keep >= d:
-        return x.clone()
-    if k_keep <= 0:
-        return torch.zeros_like(x)
-    kth = torch.kthvalue(flat.cpu(), d - k_keep).values.to(x.device)
+    k = max(d - int(d * density), 1)
+    kth = torch.kthvalue(flat.cpu(), k).values.to(x.device)
     return torch.where(x.abs() >= kth, x, torch.zeros_like(x))
 
 

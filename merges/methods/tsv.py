@@ -22,7 +22,7 @@ def tsv(task: TensorTask, p: TsvParams):
     us, ss, vs = [], [], []
     for d in deltas:
         u, s, vh = torch.linalg.svd(d, full_matrices=False)
-        kt = min(k, numerical_rank(s, (m, n)))
+        kt = min(k, numerical_rank(s, (m, n), torch.finfo(task.deltas.dtype).eps))
         us.append(u[:, :kt])
         ss.append(s[:kt])
         vs.append(vh[:kt].T)

@@ -1,0 +1,246 @@
+"""Every registered method: independent fp64 references, the spec's invariants (§5), closed forms.
+
+Tests iterate the registry, so a new method is exercised without editing this file; the
+reference test fails until `reference_formulas.REFERENCES` has an entry for it.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from merges.registry import TensorTask, methods
+from tests import reference_formulas as ref
+
+METHODS = sorted(methods())
+# Non-default parameters also checked against the reference (where a method has any).
+VARIANTS = {
+    "task_arithmetic": {"scale": 0.7},
+    "ties": {"density": 0.5, "scale": 1.3},
+    "dare": {"drop_rate": 0.3, "combine": "ties", "seed": 7},
+    "regmean": {"alpha": 0.5},
+    "tsv": {"scale": 0.5},
+    "iso_c": {"scale": 1.5},
+    "iso_cts": {"common_fraction": 0.5, "scale": 2.0},
+    "ace": {"eps_mode": "relative", "k_frac": 0.5},
+}
+
+
+def run(name, deltas, grams=None, params=None, tensor="model.layers.0.mlp.up_proj.weight"):
+    m = methods()[name]
+    p = m.parse_params(params or {})
+    d = torch.as_tensor(np.asarray(deltas), dtype=torch.float32)
+    g = [torch.as_tensor(x, dtype=torch.float32) for x in grams] if grams is not None else None
+    task = TensorTask(tensor, d, g)
+    out = m.fn(task, p)
+    assert out.dtype == torch.float32 and out.shape == d.shape[1:]
+    return out.numpy().astype(np.float64), task.info
+
+
+def make_case(seed, t=3, m=12, n=8, spread=0.0):
+    """Deltas as float32-representable fp64 arrays; task t scaled by 10^(spread·t)."""
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((t, m, n)) * 0.1
+    d *= (10.0 ** (spread * np.arange(t)))[:, None, None]
+    d = d.astype(np.float32).astype(np.float64)
+    grams = []
+    for _ in range(t):
+        x = rng.standard_normal((3 * n, n))
+        grams.append(((x.T @ x) / (3 * n)).astype(np.float32).astype(np.float64))
+    return d, grams
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def reference(name, d, grams, params, tensor="model.layers.0.mlp.up_proj.weight"):
+    fn = ref.REFERENCES[name]
+    return fn(d, grams, params, name=tensor) if name == "dare" else fn(d, grams, params)
+
+
+def test_every_method_has_a_reference_formula():
+    missing = sorted(set(METHODS) - set(ref.REFERENCES))
+    assert not missing, f"add an independent fp64 formula to tests/reference_formulas.py for: {missing}"
+
+
+@pytest.mark.parametrize("shape", [(12, 8), (6, 10)])
+@pytest.mark.parametrize("variant", ["default", "variant"])
+@pytest.mark.parametrize("name", METHODS)
+def test_matches_fp64_reference(name, variant, shape):
+    if variant == "variant" and name not in VARIANTS:
+        pytest.skip(f"{name} has no parameters to vary")
+    params = VARIANTS[name] if variant == "variant" else {}
+    d, grams = make_case(1, m=shape[0], n=shape[1])
+    got, _ = run(name, d, grams if methods()[name].needs_stats else None, params)
+    want = reference(name, d, grams, params)
+    assert rel_err(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("spread,flag", [(0.0, False), (2.0, True)])
+def test_ace_matches_reference_on_both_branches(spread, flag):
+    d, _ = make_case(3, spread=spread)
+    if not flag:
+        d = d * 0.01  # τ_t ≈ 1e-2 each: log-norms nearly equal, γ small
+    got, info = run("ace", d)
+    assert info["flag"] is flag
+    assert rel_err(got, ref.ace(d, None, {})) <= 1e-5
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_deterministic_and_finite(name):
+    d, grams = make_case(5)
+    g = grams if methods()[name].needs_stats else None
+    a, _ = run(name, d, g)
+    b, _ = run(name, d, g)
+    assert np.isfinite(a).all()
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "dare"])  # DARE's mask depends on t
+def test_permutation_invariant(name):
+    d, grams = make_case(7)
+    g = grams if methods()[name].needs_stats else None
+    perm = [2, 0, 1]
+    a, _ = run(name, d, g)
+    b, _ = run(name, d[perm], [g[i] for i in perm] if g else None)
+    assert rel_err(b, a) <= 1e-5
+
+
+# §5.1: T = 1 returns Δ_1 (with the parameters that make each method the identity).
+T1_IDENTITY = {
+    "average": {},
+    "task_arithmetic": {"scale": 1.0},
+    "ties": {"density": 1.0},
+    "dare": {"drop_rate": 0.0, "scale": 1.0},
+    "regmean": {},
+    "actmat": {},
+    "tsv": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(T1_IDENTITY))
+def test_single_task_returns_its_delta(name):
+    d, grams = make_case(11, t=1)
+    got, _ = run(name, d, grams if methods()[name].needs_stats else None, T1_IDENTITY[name])
+    assert rel_err(got, d[0]) <= 1e-5
+
+
+def test_iso_c_single_task_is_isotropic_polar():
+    d, _ = make_case(12, t=1)
+    got, _ = run("iso_c", d)
+    s = np.linalg.svd(d[0], compute_uv=False)
+    assert np.allclose(np.linalg.svd(got, compute_uv=False), s.mean(), rtol=1e-5)
+    assert rel_err(got, s.mean() * ref.polar_isqrt(d[0])) <= 1e-5
+
+
+def test_ties_hand_case():
+    got, _ = run("ties", [[[2.0, 1.0]], [[-3.0, 4.0]]], params={"density": 1.0})
+    assert np.allclose(got, [[-3.0, 2.5]])
+
+
+def test_actmat_equal_deltas_give_the_delta():
+    d, _ = make_case(13, t=1)
+    got, _ = run("actmat", np.repeat(d, 3, axis=0))
+    assert rel_err(got, d[0]) <= 1e-5
+
+
+def _orthogonal_blocks(seed, t, m, n, rank):
+    """Task vectors with mutually orthogonal left and right singular spaces, each of rank `rank`."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, t * rank)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, t * rank)))
+    return np.stack(
+        [u[:, i * rank : (i + 1) * rank] @ np.diag(rng.uniform(0.5, 2, rank)) @ v[:, i * rank : (i + 1) * rank].T for i in range(t)]
+    )
+
+
+def test_actmat_orthogonal_inputs_give_the_sum():
+    d = _orthogonal_blocks(14, 3, 12, 9, 2)
+    got, _ = run("actmat", d)
+    assert rel_err(got, d.sum(0)) <= 1e-5
+
+
+def test_tsv_orthogonal_low_rank_gives_the_sum():
+    d = _orthogonal_blocks(15, 3, 12, 9, 2)  # rank 2 ≤ k = ⌊9/3⌋
+    got, _ = run("tsv", d)
+    assert rel_err(got, d.sum(0)) <= 1e-5
+
+
+def test_regmean_identity_grams_give_the_mean():
+    d, _ = make_case(16)
+    eye = [np.eye(8)] * 3
+    got, _ = run("regmean", d, eye)
+    assert rel_err(got, d.mean(0)) <= 1e-6
+
+
+def test_regmean_alpha_zero_is_columnwise_weighted_mean():
+    d, grams = make_case(17)
+    got, _ = run("regmean", d, grams, {"alpha": 0.0})
+    w = np.stack([np.diag(g) for g in grams])  # [T, n]
+    want = (d * w[:, None, :]).sum(0) / w.sum(0)
+    assert rel_err(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["actmat", "regmean"])
+def test_rank_deficient_solve_keeps_base_outside_the_span(name):
+    """§3.1/§5.7: LoRA-like deltas; Δ* must vanish on inputs orthogonal to every Δ_t's rows."""
+    rng = np.random.default_rng(18)
+    n = 10
+    a = [rng.standard_normal((2, n)) for _ in range(3)]  # row spaces of rank 2 each: span ≤ 6 < n
+    d = np.stack([rng.standard_normal((8, 2)) @ x for x in a]) * 0.1
+    grams = [x.T @ x for x in a]  # Grams supported on the same span (rank-deficient)
+    got, _ = run(name, d, grams if name == "regmean" else None, {"alpha": 1.0} if name == "regmean" else None)
+    null = np.linalg.svd(np.concatenate(a), full_matrices=True)[2][6:].T  # basis of the complement
+    if name == "actmat":
+        assert np.abs(got @ null).max() <= 1e-6 * np.abs(got).max()
+        # and on the span it equals the weight-form / invertible solution restricted there
+        assert rel_err(got, ref.actmat(d, None, {})) <= 1e-5
+    else:
+        assert np.isfinite(got).all()  # the relative ridge keeps the solve defined
+
+
+def test_weight_form_equals_task_vector_form_when_invertible():
+    """§5.7: (Σ W_t C_t)(Σ C_t)⁻¹ − W_0 equals the task-vector form for invertible Σ C_t."""
+    d, _ = make_case(19)
+    rng = np.random.default_rng(19)
+    w0 = rng.standard_normal(d.shape[1:])
+    w = w0 + d
+    c = [x.T @ x for x in d]
+    weight_form = np.linalg.solve(sum(c).T, sum(wt @ ct for wt, ct in zip(w, c, strict=True)).T).T - w0
+    got, _ = run("actmat", d)
+    assert rel_err(got, weight_form) <= 1e-5
+
+
+def test_dare_mask_fixed_per_seed_and_name():
+    d, _ = make_case(20)
+    a, _ = run("dare", d, params={"seed": 3})
+    b, _ = run("dare", d, params={"seed": 3})
+    c, _ = run("dare", d, params={"seed": 4})
+    e, _ = run("dare", d, params={"seed": 3}, tensor="model.layers.1.mlp.up_proj.weight")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, e)
+
+
+def test_dare_is_unbiased():
+    """E[τ̃] = τ: the mean over many seeds approaches the undropped sum."""
+    d, _ = make_case(21, t=1)
+    runs = [run("dare", d, params={"seed": s, "drop_rate": 0.5, "scale": 1.0})[0] for s in range(400)]
+    mean = np.mean(runs, axis=0)
+    # per-entry std of one draw is |τ|; of the mean |τ|/20, so 5 sigma ~ |τ|/4
+    assert np.all(np.abs(mean - d[0]) <= 0.25 * np.abs(d[0]) + 1e-9)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if not methods()[m].matrix_only])
+def test_elementwise_methods_accept_vectors(name):
+    d = np.random.default_rng(22).standard_normal((3, 17))
+    got, _ = run(name, d)
+    assert got.shape == (17,) and np.isfinite(got).all()
+
+
+def test_unknown_parameter_lists_valid_ones():
+    from merges.errors import MergeInputError
+
+    with pytest.raises(MergeInputError, match=r"no parameter 'lambda'.*scale"):
+        methods()["task_arithmetic"].parse_params({"lambda": "0.3"})
+    with pytest.raises(MergeInputError, match="solver"):
+        methods()["actmat"].parse_params({"solver": "magic"})
