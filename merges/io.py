@@ -207,7 +207,7 @@ class ShardedWriter:
             self._fh = open(self.folder / fname, "wb")
             self._fh.write(head)
             self._current = fname
-        data = tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy()
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         assert data.nbytes == size
         self._fh.write(memoryview(data))
         self._pos += 1

@@ -1,0 +1,200 @@
+"""End-to-end merges of tiny OLMo-3 checkpoints: every method, provenance, policy, bad input."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from merges.engine import MergeSpec, run_merge
+from merges.errors import MergeInputError
+from merges.registry import methods
+from merges.stats import collect_grams
+
+PROMPTS = "tests/data/calibration_prompts.jsonl"
+EMBED = "model.embed_tokens.weight"
+UP0 = "model.layers.0.mlp.up_proj.weight"
+
+
+@pytest.fixture(scope="module")
+def stats(tiny_family, tmp_path_factory):
+    _, experts = tiny_family
+    root = tmp_path_factory.mktemp("stats")
+    out = []
+    for e in experts:
+        collect_grams(e, PROMPTS, root / e.name, max_tokens=48, device="cpu")
+        out.append(root / e.name)
+    return out
+
+
+def spec(tiny_family, out, method="task_arithmetic", **kw):
+    base, experts = tiny_family
+    return MergeSpec(method=method, base=base, experts=list(experts), output=out, device="cpu", **kw)
+
+
+def weights(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(methods()))
+def test_every_method_merges_and_loads_in_transformers(name, tiny_family, stats, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / name
+    kw = {"stats": stats} if methods()[name].needs_stats else {}
+    record = run_merge(spec(tiny_family, out, name, **kw), progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("Hello, merge!", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert torch.isfinite(logits).all()
+    meta = json.loads((out / "merge.json").read_text())
+    assert meta == json.loads(json.dumps(record))
+    assert meta["method"] == name and meta["method_source_sha256"] == methods()[name].source_hash()
+    assert meta["tensor_policy"]["rest_policy"] == "mean_delta"
+    assert len(meta["experts"]) == 3 and meta["tokenizer_from"]["path"].endswith("math")
+    diag = meta["diagnostics"][UP0]
+    assert diag["role"] == "method" and 0 <= diag["bf16_lost_frac"] <= 1
+    assert meta["diagnostics"][EMBED]["role"] == "mean_delta"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_task_arithmetic_values_and_rest_policy(tiny_family, tmp_path):
+    base, experts = tiny_family
+    w0 = weights(base)
+    ws = [weights(e) for e in experts]
+    for policy in ("mean_delta", "base", "method"):
+        out = tmp_path / policy
+        run_merge(spec(tiny_family, out, params={"scale": "0.3"}, rest_policy=policy, dtype="float32"), progress=False)
+        got = weights(out)
+        deltas = {k: [w[k].double() - w0[k].double() for w in ws] for k in (UP0, EMBED)}
+        want_up = w0[UP0].double() + 0.3 * sum(deltas[UP0])
+        assert torch.allclose(got[UP0].double(), want_up, rtol=0, atol=1e-6)
+        want_embed = {
+            "mean_delta": w0[EMBED].double() + sum(deltas[EMBED]) / 3,
+            "base": w0[EMBED].double(),
+            "method": w0[EMBED].double() + 0.3 * sum(deltas[EMBED]),
+        }[policy]
+        assert torch.allclose(got[EMBED].double(), want_embed, rtol=0, atol=1e-6)
+        assert got[UP0].dtype == torch.float32
+        assert json.loads((out / "config.json").read_text())["torch_dtype"] == "float32"
+
+
+def test_bf16_output_is_the_rounded_fp32_result(tiny_family, tmp_path):
+    run_merge(spec(tiny_family, tmp_path / "f32", "average", dtype="float32"), progress=False)
+    run_merge(spec(tiny_family, tmp_path / "bf16", "average"), progress=False)
+    a, b = weights(tmp_path / "f32"), weights(tmp_path / "bf16")
+    for k in a:
+        assert b[k].dtype == torch.bfloat16 and torch.equal(a[k].to(torch.bfloat16), b[k])
+
+
+def test_deterministic_bytes_and_sharded_io(tiny_family, tmp_path):
+    s1 = spec(tiny_family, tmp_path / "one", "dare", max_shard_bytes=300_000)
+    run_merge(s1, progress=False)
+    run_merge(spec(tiny_family, tmp_path / "two", "dare", max_shard_bytes=300_000), progress=False)
+    shards = sorted(p.name for p in (tmp_path / "one").glob("*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "one" / "model.safetensors.index.json").exists()
+    for f in shards:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes()
+    # a sharded folder is a valid input too: merging it with itself as every expert returns it
+    one = tmp_path / "one"
+    run_merge(MergeSpec("average", one, [one, one], tmp_path / "three", device="cpu"), progress=False)
+    assert all(torch.equal(weights(one)[k], v) for k, v in weights(tmp_path / "three").items())
+
+
+def test_tokenizer_source(tiny_family, tmp_path):
+    base, experts = tiny_family
+    run_merge(spec(tiny_family, tmp_path / "d", "average"), progress=False)
+    assert (tmp_path / "d" / "chat_template.jinja").read_text() == (experts[0] / "chat_template.jinja").read_text()
+    run_merge(spec(tiny_family, tmp_path / "c", "average", tokenizer_from=experts[1]), progress=False)
+    assert (tmp_path / "c" / "chat_template.jinja").read_text() == (experts[1] / "chat_template.jinja").read_text()
+    assert json.loads((tmp_path / "c" / "merge.json").read_text())["tokenizer_from"]["path"] == str(experts[1].resolve())
+
+
+def _copy(folder, dest):
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def _edit(folder, fn):
+    f = folder / "model.safetensors"
+    ts = load_file(f)
+    fn(ts)
+    save_file(ts, f, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("shape", "tensor model.layers.0.mlp.up_proj.weight: shape"),
+        ("missing", "has no tensor model.layers.1.self_attn.q_proj.weight"),
+        ("nonfinite", "non-finite values.*model.layers.0.mlp.up_proj.weight of expert"),
+        ("method", "unknown method 'nope'; valid methods: ace, actmat"),
+        ("param", "no parameter 'alpha'; valid parameters: scale"),
+        ("regmean", "needs statistics: pass --stats DIR once per expert"),
+        ("exists", "exists; remove it or pass --force"),
+        ("no_experts", "no experts"),
+    ],
+)
+def test_bad_input_fails_cleanly(case, match, tiny_family, tmp_path):
+    base, experts = tiny_family
+    experts = list(experts)
+    out = tmp_path / "out"
+    kw = {}
+    method = "task_arithmetic"
+    if case in ("shape", "missing", "nonfinite"):
+        bad = _copy(experts[1], tmp_path / "bad")
+        experts[1] = bad
+        if case == "shape":
+            _edit(bad, lambda ts: ts.update({UP0: ts[UP0][:-1]}))
+        elif case == "missing":
+            _edit(bad, lambda ts: ts.pop("model.layers.1.self_attn.q_proj.weight"))
+        else:
+
+            def poison(ts):
+                ts[UP0][3, 4] = float("nan")
+
+            _edit(bad, poison)
+    elif case == "method":
+        method = "nope"
+    elif case == "param":
+        kw["params"] = {"alpha": "1"}
+    elif case == "regmean":
+        method = "regmean"
+    elif case == "exists":
+        out.mkdir()
+    elif case == "no_experts":
+        experts = []
+    with pytest.raises(MergeInputError, match=match):
+        run_merge(MergeSpec(method, base, experts, out, device="cpu", **kw), progress=False)
+    assert out.exists() == (case == "exists")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_force_replaces_existing_output(tiny_family, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    run_merge(spec(tiny_family, out, "average", force=True), progress=False)
+    assert not (out / "stale.txt").exists() and (out / "merge.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_cli_reports_errors_without_traceback(tiny_family, tmp_path):
+    import subprocess
+    import sys
+
+    base, experts = tiny_family
+    cmd = [sys.executable, "-m", "merges", "run", "--method", "ties", "--base", str(base), "--output", str(tmp_path / "o")]
+    cmd += [a for e in experts for a in ("--expert", str(e))] + ["--param", "density=2"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "bad parameter for method 'ties'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "merges", "list"], capture_output=True, text=True, check=True)
+    for name in methods():
+        assert name in r.stdout
+    assert "default 0.4" in r.stdout and "fp64_eigh|fp32_pinv" in r.stdout
