@@ -90,6 +90,12 @@ def cmd_bench_memory(args) -> int:
     return bench_memory(Path(args.workdir), args.size_gb, args.method, args.keep)
 
 
+def cmd_bench_layers(args) -> int:
+    from merges.bench import bench_layers
+
+    return bench_layers(Path(args.workdir), args.layers, args.methods.split(), args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m merges", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,43 +105,84 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="merge experts into a base, streaming tensor by tensor")
     r.add_argument("--method", required=True)
     r.add_argument("--base", required=True, help="base model folder (safetensors)")
-    r.add_argument("--expert", action="append", required=True, help="expert folder; repeat per expert")
+    r.add_argument(
+        "--expert", action="append", required=True, help="expert folder; repeat per expert"
+    )
     r.add_argument("--output", required=True, help="output folder (must not exist unless --force)")
     r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--stats", action="append", default=[], metavar="DIR", help="Gram folder, once per expert in order")
+    r.add_argument(
+        "--stats",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="Gram folder, once per expert in order",
+    )
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="output dtype")
-    r.add_argument("--tokenizer-from", help="folder whose tokenizer/chat template is copied (default: first expert)")
+    r.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="output dtype"
+    )
+    r.add_argument(
+        "--tokenizer-from",
+        help="folder whose tokenizer/chat template is copied (default: first expert)",
+    )
     r.add_argument("--rest-policy", default="mean_delta", choices=["mean_delta", "method", "base"])
-    r.add_argument("--factor-dtype", default="float64", choices=["float64", "float32"], help="dtype of SVD/eigh/solves")
+    r.add_argument(
+        "--factor-dtype",
+        default="float64",
+        choices=["float64", "float32"],
+        help="dtype of SVD/eigh/solves",
+    )
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="RegMean input Grams of a model over prompts")
     s.add_argument("--model", required=True)
-    s.add_argument("--prompts", required=True, help="JSONL with a 'prompt' string or 'messages' list per line")
+    s.add_argument(
+        "--prompts", required=True, help="JSONL with a 'prompt' string or 'messages' list per line"
+    )
     s.add_argument("--output", required=True)
-    s.add_argument("--max-tokens", type=int, default=512, help="truncate each sequence to this many tokens")
-    s.add_argument("--chat-template-from", help="folder whose tokenizer chat template wraps the prompts")
+    s.add_argument(
+        "--max-tokens", type=int, default=512, help="truncate each sequence to this many tokens"
+    )
+    s.add_argument(
+        "--chat-template-from", help="folder whose tokenizer chat template wraps the prompts"
+    )
     s.add_argument("--max-prompts", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_stats)
 
-    t = sub.add_parser("make-tiny", help="write a tiny OLMo-3 base and three experts (offline tests and demo)")
+    t = sub.add_parser(
+        "make-tiny", help="write a tiny OLMo-3 base and three experts (offline tests and demo)"
+    )
     t.add_argument("--output", required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--force", action="store_true")
     t.set_defaults(fn=cmd_make_tiny)
 
-    b = sub.add_parser("bench-memory", help="merge 4 generated ≥1 GB checkpoints on CPU; print time and peak RSS")
+    b = sub.add_parser(
+        "bench-memory", help="merge 4 generated ≥1 GB checkpoints on CPU; print time and peak RSS"
+    )
     b.add_argument("--workdir", default="results/bench-memory")
     b.add_argument("--size-gb", type=float, default=1.0)
     b.add_argument("--method", default="task_arithmetic")
     b.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     b.set_defaults(fn=cmd_bench_memory)
+
+    bl = sub.add_parser(
+        "bench-layers", help="per-layer merge times on OLMo-3-7B-shaped layers (GPU timings)"
+    )
+    bl.add_argument("--workdir", default="results/bench-layers")
+    bl.add_argument("--layers", type=int, default=1)
+    bl.add_argument(
+        "--methods",
+        default="task_arithmetic iso_c actmat tsv",
+        help="space-separated METHOD[:factor_dtype][:key=value,...]",
+    )
+    bl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bl.set_defaults(fn=cmd_bench_layers)
     return p
 
 

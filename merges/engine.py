@@ -65,7 +65,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise MergeInputError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+        raise MergeInputError(
+            "--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto"
+        )
     if device not in ("cpu", "cuda"):
         raise MergeInputError(f"unknown device {device!r}; valid: auto, cpu, cuda")
     return torch.device(device)
@@ -92,7 +94,9 @@ def _check_inputs(spec: MergeSpec):
     for path, ck in zip(spec.experts, experts, strict=True):
         for name in base.names():
             if name not in ck.tensors:
-                raise MergeInputError(f"expert {path} has no tensor {name} (present in base {spec.base})")
+                raise MergeInputError(
+                    f"expert {path} has no tensor {name} (present in base {spec.base})"
+                )
             if ck.shape(name) != base.shape(name):
                 raise MergeInputError(
                     f"tensor {name}: shape {list(ck.shape(name))} in expert {path} "
@@ -100,7 +104,9 @@ def _check_inputs(spec: MergeSpec):
                 )
         extra = sorted(set(ck.names()) - set(base.names()))
         if extra:
-            raise MergeInputError(f"expert {path} has tensor {extra[0]} that base {spec.base} lacks")
+            raise MergeInputError(
+                f"expert {path} has tensor {extra[0]} that base {spec.base} lacks"
+            )
     grams = None
     if method.needs_stats:
         if len(spec.stats) != len(spec.experts):
@@ -156,13 +162,17 @@ def _merge_one(name, base, experts, spec, method, params, grams, device, factor_
             task.grams = [g.gram_for(name) for g in grams]
             missing = [str(p) for p, g in zip(spec.stats, task.grams, strict=True) if g is None]
             if missing:
-                raise MergeInputError(f"statistics folder {missing[0]} has no input Gram for {name}")
+                raise MergeInputError(
+                    f"statistics folder {missing[0]} has no input Gram for {name}"
+                )
             task.grams = [g.to(device) for g in task.grams]
         merged = method.fn(task, params).to(torch.float32)
         if task.info:
             diag["method"] = task.info
         if not bool(torch.isfinite(merged).all()):
-            raise FloatingPointError(f"method {method.name!r} produced non-finite values for tensor {name}")
+            raise FloatingPointError(
+                f"method {method.name!r} produced non-finite values for tensor {name}"
+            )
     elif role == "mean_delta":
         merged = deltas.mean(0)
     else:
@@ -187,7 +197,9 @@ def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str) -> Path:
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     found = [f for f in TOKENIZER_FILES if (tok_src / f).exists()]
     if not any(f in found for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        raise MergeInputError(f"tokenizer source {tok_src} has no tokenizer files; pass --tokenizer-from DIR")
+        raise MergeInputError(
+            f"tokenizer source {tok_src} has no tokenizer files; pass --tokenizer-from DIR"
+        )
     for f in (*found, "generation_config.json"):
         src = tok_src / f
         if not src.exists() and f == "generation_config.json":
@@ -220,7 +232,9 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             plan.append((n, out_dtype if info.dtype.is_floating_point else info.dtype, info.shape))
         writer = ShardedWriter(tmp, plan, spec.max_shard_bytes)
         diagnostics, timings = {}, {}
-        for name in tqdm(writer.order, desc=f"merge {method.name}", unit="tensor", disable=not progress):
+        for name in tqdm(
+            writer.order, desc=f"merge {method.name}", unit="tensor", disable=not progress
+        ):
             t0 = time.perf_counter()
             tensor, diag = _merge_one(
                 name, base, experts, spec, method, params, grams, device, factor_dtype, out_dtype
@@ -234,7 +248,15 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
         writer.close()
         tok_src = _copy_side_files(spec, tmp, spec.dtype)
         record = provenance.merge_record(
-            spec, method, params, device, tok_src, grams, timings, diagnostics, time.perf_counter() - t_start
+            spec,
+            method,
+            params,
+            device,
+            tok_src,
+            grams,
+            timings,
+            diagnostics,
+            time.perf_counter() - t_start,
         )
         (tmp / provenance.MERGE_JSON).write_text(json.dumps(record, indent=2) + "\n")
         if out.exists():  # --force: replace only once the new folder is complete

@@ -140,13 +140,19 @@ class Checkpoint(TensorStore):
                 )
 
 
-def _header_bytes(entries: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> tuple[bytes, list[int]]:
+def _header_bytes(
+    entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+) -> tuple[bytes, list[int]]:
     """Build a safetensors header (padded to 8 bytes) and each tensor's byte size."""
     header: dict = {"__metadata__": {"format": "pt"}}
     offset, sizes = 0, []
     for name, dtype, shape in entries:
         size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": DTYPE_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
         sizes.append(size)
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -199,7 +205,9 @@ class ShardedWriter:
             raise RuntimeError(f"writer expected tensor {want}, got {name}")
         dtype, shape, size = self._expected[name]
         if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise RuntimeError(f"{name}: planned {dtype}{list(shape)}, got {tensor.dtype}{list(tensor.shape)}")
+            raise RuntimeError(
+                f"{name}: planned {dtype}{list(shape)}, got {tensor.dtype}{list(tensor.shape)}"
+            )
         fname = self._file_of[name]
         if fname != self._current:
             self._close_file()

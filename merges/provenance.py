@@ -41,7 +41,9 @@ def versions() -> dict:
     return out
 
 
-def merge_record(spec, method, params, device, tok_src, grams, timings, diagnostics, total_s) -> dict:
+def merge_record(
+    spec, method, params, device, tok_src, grams, timings, diagnostics, total_s
+) -> dict:
     rounding = [d["bf16_lost_frac"] for d in diagnostics.values() if d.get("role") == "method"]
     return {
         "method": method.name,
@@ -49,15 +51,22 @@ def merge_record(spec, method, params, device, tok_src, grams, timings, diagnost
         "method_source_sha256": method.source_hash(),
         "base": model_identity(spec.base),
         "experts": [model_identity(e) for e in spec.experts],
-        "stats": [g.meta | {"path": str(Path(s).resolve())} for g, s in zip(grams, spec.stats, strict=True)]
+        "stats": [
+            g.meta | {"path": str(Path(s).resolve())}
+            for g, s in zip(grams, spec.stats, strict=True)
+        ]
         if grams
         else [],
         "tokenizer_from": model_identity(tok_src),
         "config_from": str(Path(spec.base).resolve()),
-        "tensor_policy": {"rest_policy": spec.rest_policy, "method_applies_to": "2-D Linear weights in transformer blocks"},
+        "tensor_policy": {
+            "rest_policy": spec.rest_policy,
+            "method_applies_to": "2-D Linear weights in transformer blocks",
+        },
         "dtype": spec.dtype,
         "factor_dtype": spec.factor_dtype,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "device": str(device)
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "tf32": False,
         "versions": versions(),
         "timings": {"total_s": round(total_s, 3), "per_tensor_s": timings},

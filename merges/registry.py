@@ -78,7 +78,9 @@ class Method:
             ann = f.annotation
             choices = typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
             out[k] = {
-                "type": "|".join(map(str, choices)) if choices else getattr(ann, "__name__", str(ann)),
+                "type": "|".join(map(str, choices))
+                if choices
+                else getattr(ann, "__name__", str(ann)),
                 "default": f.default,
                 "help": f.description or "",
             }
@@ -88,14 +90,18 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, params: type[Params], *, needs_stats: bool = False, matrix_only: bool = True):
+def register(
+    name: str, params: type[Params], *, needs_stats: bool = False, matrix_only: bool = True
+):
     """Decorator: register `fn(task, params) -> merged delta` under `name`."""
 
     def deco(fn: MergeFn) -> MergeFn:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
         doc = inspect.getdoc(fn) or ""
-        _REGISTRY[name] = Method(name, params, fn, doc.splitlines()[0] if doc else "", needs_stats, matrix_only)
+        _REGISTRY[name] = Method(
+            name, params, fn, doc.splitlines()[0] if doc else "", needs_stats, matrix_only
+        )
         return fn
 
     return deco

@@ -38,8 +38,12 @@ def read_prompts(path: Path, limit: int | None) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise MergeInputError(f"{path}:{i}: not JSON ({e})") from None
-        if not isinstance(row, dict) or not (isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list)):
-            raise MergeInputError(f"{path}:{i}: expected an object with a 'prompt' string or a 'messages' list")
+        if not isinstance(row, dict) or not (
+            isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list)
+        ):
+            raise MergeInputError(
+                f"{path}:{i}: expected an object with a 'prompt' string or a 'messages' list"
+            )
         rows.append(row)
         if limit is not None and len(rows) >= limit:
             break
@@ -53,7 +57,11 @@ def render(rows: list[dict], tokenizer, template: str | None) -> list[str]:
     for row in rows:
         messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
         if template:
-            out.append(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True))
+            out.append(
+                tokenizer.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=True
+                )
+            )
         else:
             out.append("\n\n".join(m["content"] for m in messages))
     return out
@@ -87,7 +95,11 @@ def collect_grams(
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     template_src = Path(chat_template_from) if chat_template_from else Path(model)
-    template = AutoTokenizer.from_pretrained(template_src).chat_template if chat_template_from else tokenizer.chat_template
+    template = (
+        AutoTokenizer.from_pretrained(template_src).chat_template
+        if chat_template_from
+        else tokenizer.chat_template
+    )
     texts = render(rows, tokenizer, template)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(dev).eval()
 
@@ -114,7 +126,14 @@ def collect_grams(
     n_tokens = 0
     with torch.no_grad():
         for i in tqdm(range(0, len(texts), batch_size), desc="grams", unit="batch"):
-            enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_tokens, add_special_tokens=False)
+            enc = tokenizer(
+                texts[i : i + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+                add_special_tokens=False,
+            )
             enc = {k: v.to(dev) for k, v in enc.items()}
             mask_holder["mask"] = enc["attention_mask"].bool()
             n_tokens += int(enc["attention_mask"].sum())
@@ -129,7 +148,10 @@ def collect_grams(
         per_file[fname][key] = (g / counts[key]).float().cpu().contiguous()
     meta = {
         "model": model_identity(model),
-        "prompts": {"path": str(Path(prompts).resolve()), "sha256": hashlib.sha256(Path(prompts).read_bytes()).hexdigest()},
+        "prompts": {
+            "path": str(Path(prompts).resolve()),
+            "sha256": hashlib.sha256(Path(prompts).read_bytes()).hexdigest(),
+        },
         "chat_template_from": str(template_src.resolve()) if template else None,
         "n_sequences": len(texts),
         "n_tokens": n_tokens,

@@ -43,7 +43,11 @@ def tiny_tokenizer():
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>", bos_token=None, unk_token=None
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
     )
 
 
@@ -59,7 +63,12 @@ def tiny_config(vocab_size: int = 384, layers: int = 4):
         num_key_value_heads=2,
         max_position_embeddings=2048,
         sliding_window=64,
-        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"][:layers],
+        layer_types=[
+            "sliding_attention",
+            "sliding_attention",
+            "sliding_attention",
+            "full_attention",
+        ][:layers],
         pad_token_id=259,
         eos_token_id=256,
         bos_token_id=None,
@@ -99,7 +108,10 @@ def make_tiny_family(output: Path, seed: int = 0, force: bool = False) -> list[P
         folder = tmp / name
         if name != "base":
             g = torch.Generator().manual_seed(seed * 100 + i)
-            state = {k: (v.float() + _task_vector(v, g)).to(torch.bfloat16) for k, v in base_state.items()}
+            state = {
+                k: (v.float() + _task_vector(v, g)).to(torch.bfloat16)
+                for k, v in base_state.items()
+            }
             model.load_state_dict(state)
         model.save_pretrained(folder, safe_serialization=True)
         gen.save_pretrained(folder)

@@ -30,7 +30,9 @@ def stats(tiny_family, tmp_path_factory):
 
 def spec(tiny_family, out, method="task_arithmetic", **kw):
     base, experts = tiny_family
-    return MergeSpec(method=method, base=base, experts=list(experts), output=out, device="cpu", **kw)
+    return MergeSpec(
+        method=method, base=base, experts=list(experts), output=out, device="cpu", **kw
+    )
 
 
 def weights(folder):
@@ -70,7 +72,10 @@ def test_task_arithmetic_values_and_rest_policy(tiny_family, tmp_path):
     ws = [weights(e) for e in experts]
     for policy in ("mean_delta", "base", "method"):
         out = tmp_path / policy
-        run_merge(spec(tiny_family, out, params={"scale": "0.3"}, rest_policy=policy, dtype="float32"), progress=False)
+        run_merge(
+            spec(tiny_family, out, params={"scale": "0.3"}, rest_policy=policy, dtype="float32"),
+            progress=False,
+        )
         got = weights(out)
         deltas = {k: [w[k].double() - w0[k].double() for w in ws] for k in (UP0, EMBED)}
         want_up = w0[UP0].double() + 0.3 * sum(deltas[UP0])
@@ -103,17 +108,27 @@ def test_deterministic_bytes_and_sharded_io(tiny_family, tmp_path):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes()
     # a sharded folder is a valid input too: merging it with itself as every expert returns it
     one = tmp_path / "one"
-    run_merge(MergeSpec("average", one, [one, one], tmp_path / "three", device="cpu"), progress=False)
+    run_merge(
+        MergeSpec("average", one, [one, one], tmp_path / "three", device="cpu"), progress=False
+    )
     assert all(torch.equal(weights(one)[k], v) for k, v in weights(tmp_path / "three").items())
 
 
 def test_tokenizer_source(tiny_family, tmp_path):
     base, experts = tiny_family
     run_merge(spec(tiny_family, tmp_path / "d", "average"), progress=False)
-    assert (tmp_path / "d" / "chat_template.jinja").read_text() == (experts[0] / "chat_template.jinja").read_text()
-    run_merge(spec(tiny_family, tmp_path / "c", "average", tokenizer_from=experts[1]), progress=False)
-    assert (tmp_path / "c" / "chat_template.jinja").read_text() == (experts[1] / "chat_template.jinja").read_text()
-    assert json.loads((tmp_path / "c" / "merge.json").read_text())["tokenizer_from"]["path"] == str(experts[1].resolve())
+    assert (tmp_path / "d" / "chat_template.jinja").read_text() == (
+        experts[0] / "chat_template.jinja"
+    ).read_text()
+    run_merge(
+        spec(tiny_family, tmp_path / "c", "average", tokenizer_from=experts[1]), progress=False
+    )
+    assert (tmp_path / "c" / "chat_template.jinja").read_text() == (
+        experts[1] / "chat_template.jinja"
+    ).read_text()
+    assert json.loads((tmp_path / "c" / "merge.json").read_text())["tokenizer_from"]["path"] == str(
+        experts[1].resolve()
+    )
 
 
 def _copy(folder, dest):
@@ -190,11 +205,28 @@ def test_cli_reports_errors_without_traceback(tiny_family, tmp_path):
     import sys
 
     base, experts = tiny_family
-    cmd = [sys.executable, "-m", "merges", "run", "--method", "ties", "--base", str(base), "--output", str(tmp_path / "o")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "merges",
+        "run",
+        "--method",
+        "ties",
+        "--base",
+        str(base),
+        "--output",
+        str(tmp_path / "o"),
+    ]
     cmd += [a for e in experts for a in ("--expert", str(e))] + ["--param", "density=2"]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 2 and "bad parameter for method 'ties'" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "merges", "list"], capture_output=True, text=True, check=True)
+    assert (
+        r.returncode == 2
+        and "bad parameter for method 'ties'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "merges", "list"], capture_output=True, text=True, check=True
+    )
     for name in methods():
         assert name in r.stdout
     assert "default 0.4" in r.stdout and "fp64_eigh|fp32_pinv" in r.stdout

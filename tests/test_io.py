@@ -24,7 +24,9 @@ def _tensors():
 @pytest.mark.parametrize("max_shard_bytes", [10**9, 40])
 def test_writer_output_reads_back_with_safetensors(tmp_path, max_shard_bytes):
     ts = _tensors()
-    w = ShardedWriter(tmp_path, [(k, v.dtype, tuple(v.shape)) for k, v in ts.items()], max_shard_bytes)
+    w = ShardedWriter(
+        tmp_path, [(k, v.dtype, tuple(v.shape)) for k, v in ts.items()], max_shard_bytes
+    )
     for name in w.order:
         w.write(name, ts[name])
     w.close()
@@ -32,7 +34,9 @@ def test_writer_output_reads_back_with_safetensors(tmp_path, max_shard_bytes):
     if max_shard_bytes == 40:
         assert len(files) > 1
         index = json.loads((tmp_path / INDEX_NAME).read_text())
-        assert set(index["weight_map"]) == set(ts) and set(index["weight_map"].values()) == set(files)
+        assert set(index["weight_map"]) == set(ts) and set(index["weight_map"].values()) == set(
+            files
+        )
     else:
         assert files == ["model.safetensors"] and not (tmp_path / INDEX_NAME).exists()
     seen = {}
@@ -65,7 +69,12 @@ def test_writer_rejects_out_of_order_and_wrong_shape(tmp_path):
 
 def test_missing_shard_is_named(tmp_path):
     save_file({"a": torch.zeros(2)}, tmp_path / "model-00001-of-00002.safetensors")
-    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
     (tmp_path / INDEX_NAME).write_text(json.dumps(index))
     with pytest.raises(MergeInputError, match="missing safetensors shard.*00002"):
         Checkpoint(tmp_path)

@@ -60,7 +60,9 @@ def reference(name, d, grams, params, tensor="model.layers.0.mlp.up_proj.weight"
 
 def test_every_method_has_a_reference_formula():
     missing = sorted(set(METHODS) - set(ref.REFERENCES))
-    assert not missing, f"add an independent fp64 formula to tests/reference_formulas.py for: {missing}"
+    assert not missing, (
+        f"add an independent fp64 formula to tests/reference_formulas.py for: {missing}"
+    )
 
 
 @pytest.mark.parametrize("shape", [(12, 8), (6, 10)])
@@ -150,7 +152,12 @@ def _orthogonal_blocks(seed, t, m, n, rank):
     u, _ = np.linalg.qr(rng.standard_normal((m, t * rank)))
     v, _ = np.linalg.qr(rng.standard_normal((n, t * rank)))
     return np.stack(
-        [u[:, i * rank : (i + 1) * rank] @ np.diag(rng.uniform(0.5, 2, rank)) @ v[:, i * rank : (i + 1) * rank].T for i in range(t)]
+        [
+            u[:, i * rank : (i + 1) * rank]
+            @ np.diag(rng.uniform(0.5, 2, rank))
+            @ v[:, i * rank : (i + 1) * rank].T
+            for i in range(t)
+        ]
     )
 
 
@@ -189,7 +196,9 @@ def test_rank_deficient_solve_keeps_base_outside_the_span(name):
     a = [rng.standard_normal((2, n)) for _ in range(3)]  # row spaces of rank 2 each: span ≤ 6 < n
     d = np.stack([rng.standard_normal((8, 2)) @ x for x in a]) * 0.1
     grams = [x.T @ x for x in a]  # Grams supported on the same span (rank-deficient)
-    got, _ = run(name, d, grams if name == "regmean" else None, {"alpha": 1.0} if name == "regmean" else None)
+    got, _ = run(
+        name, d, grams if name == "regmean" else None, {"alpha": 1.0} if name == "regmean" else None
+    )
     null = np.linalg.svd(np.concatenate(a), full_matrices=True)[2][6:].T  # basis of the complement
     if name == "actmat":
         assert np.abs(got @ null).max() <= 1e-6 * np.abs(got).max()
@@ -206,7 +215,9 @@ def test_weight_form_equals_task_vector_form_when_invertible():
     w0 = rng.standard_normal(d.shape[1:])
     w = w0 + d
     c = [x.T @ x for x in d]
-    weight_form = np.linalg.solve(sum(c).T, sum(wt @ ct for wt, ct in zip(w, c, strict=True)).T).T - w0
+    weight_form = (
+        np.linalg.solve(sum(c).T, sum(wt @ ct for wt, ct in zip(w, c, strict=True)).T).T - w0
+    )
     got, _ = run("actmat", d)
     assert rel_err(got, weight_form) <= 1e-5
 
@@ -224,7 +235,9 @@ def test_dare_mask_fixed_per_seed_and_name():
 def test_dare_is_unbiased():
     """E[τ̃] = τ: the mean over many seeds approaches the undropped sum."""
     d, _ = make_case(21, t=1)
-    runs = [run("dare", d, params={"seed": s, "drop_rate": 0.5, "scale": 1.0})[0] for s in range(400)]
+    runs = [
+        run("dare", d, params={"seed": s, "drop_rate": 0.5, "scale": 1.0})[0] for s in range(400)
+    ]
     mean = np.mean(runs, axis=0)
     # per-entry std of one draw is |τ|; of the mean |τ|/20, so 5 sigma ~ |τ|/4
     assert np.all(np.abs(mean - d[0]) <= 0.25 * np.abs(d[0]) + 1e-9)

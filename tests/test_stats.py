@@ -14,8 +14,16 @@ from merges.stats import collect_grams, read_prompts, render
 
 
 def test_gram_keys_share_inputs():
-    assert gram_key("model.layers.3.self_attn.q_proj") == gram_key("model.layers.3.self_attn.v_proj") == "model.layers.3.attn_in"
-    assert gram_key("model.layers.3.mlp.gate_proj") == gram_key("model.layers.3.mlp.up_proj") == "model.layers.3.mlp_in"
+    assert (
+        gram_key("model.layers.3.self_attn.q_proj")
+        == gram_key("model.layers.3.self_attn.v_proj")
+        == "model.layers.3.attn_in"
+    )
+    assert (
+        gram_key("model.layers.3.mlp.gate_proj")
+        == gram_key("model.layers.3.mlp.up_proj")
+        == "model.layers.3.mlp_in"
+    )
     assert gram_key("model.layers.3.mlp.down_proj") == "model.layers.3.down_in"
     assert gram_key("lm_head") == "lm_head"
 
@@ -25,7 +33,15 @@ def test_layer0_gram_is_mean_embedding_outer_product(tiny_family, tmp_path, batc
     _, experts = tiny_family
     model = experts[1]
     prompts = "tests/data/calibration_prompts.jsonl"
-    meta = collect_grams(model, prompts, tmp_path / "s", max_tokens=40, batch_size=batch_size, device="cpu", dtype="float32")
+    meta = collect_grams(
+        model,
+        prompts,
+        tmp_path / "s",
+        max_tokens=40,
+        batch_size=batch_size,
+        device="cpu",
+        dtype="float32",
+    )
     tok = AutoTokenizer.from_pretrained(model)
     texts = render(read_prompts(Path(prompts), None), tok, tok.chat_template)
     emb = load_file(model / "model.safetensors")["model.embed_tokens.weight"].double()

@@ -31,10 +31,20 @@ def test_vllm_generates_from_merged_folder(tiny_family, tmp_path):
     run_merge(MergeSpec("actmat", base, list(experts), out, device="cpu"), progress=False)
     script = tmp_path / "serve.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", VLLM_LOGGING_LEVEL="WARNING")
-    r = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=900)
+    env = dict(
+        os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", VLLM_LOGGING_LEVEL="WARNING"
+    )
+    r = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     assert r.returncode == 0 and lines, r.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
     assert len(result["ids"]) > 0
-    assert result["prompt"].startswith("Solve the following math problem")  # the Math expert's template
+    assert result["prompt"].startswith(
+        "Solve the following math problem"
+    )  # the Math expert's template

@@ -9,7 +9,12 @@ from merges.registry import Params, TensorTask, register
 
 class AceParams(Params):
     eps: float = Field(1e-2, ge=0, description="ridge ε added to each task covariance")
-    k_frac: float = Field(0.3, gt=0, le=1, description="fraction of the r directions boosted by the spectral refinement")
+    k_frac: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="fraction of the r directions boosted by the spectral refinement",
+    )
     eps_mode: Literal["absolute", "relative"] = Field(
         "absolute",
         description="absolute: the official code's ε; relative: ε_t = ε·tr(Σ̂_t)/n "
@@ -51,7 +56,9 @@ def ace(task: TensorTask, p: AceParams):
     c_agg = sum_sig.mean(dim=0, keepdim=True)
     if flag:
         c_agg = c_agg / (tau.mean() + 1e-12)
-    a = sum(s + e * eye for s, e in zip(sig_hat, eps_t, strict=True)) + c_agg  # broadcast to every row
+    a = (
+        sum(s + e * eye for s, e in zip(sig_hat, eps_t, strict=True)) + c_agg
+    )  # broadcast to every row
     b = sum(x @ (s + e * eye) for x, s, e in zip(centred, sig_hat, eps_t, strict=True))
     try:
         core = torch.linalg.solve(a.T, b.T).T  # B A⁻¹

@@ -13,7 +13,9 @@ class ActMatParams(Params):
         description="fp64_eigh: accurate A⁺ by fp64 eigh with relative cut rtol; "
         "fp32_pinv: the authors' torch.linalg.pinv in fp32 with default tolerances",
     )
-    rtol: float = Field(1e-10, gt=0, description="fp64_eigh: eigenvalues ≤ rtol·λ_max of Σ_t C_t are dropped")
+    rtol: float = Field(
+        1e-10, gt=0, description="fp64_eigh: eigenvalues ≤ rtol·λ_max of Σ_t C_t are dropped"
+    )
 
 
 def delta_times_cov(d: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ from merges.registry import Params, TensorTask, register
 
 class IsoCtsParams(Params):
     scale: float = Field(1.0, description="α in Δ* = α·s̄·U⊥ V⊥ᵀ")
-    common_fraction: float = Field(0.8, gt=0, le=1, description="f: share of the r directions taken from Σ_t Δ_t")
+    common_fraction: float = Field(
+        0.8, gt=0, le=1, description="f: share of the r directions taken from Σ_t Δ_t"
+    )
 
 
 def subspace_sizes(r: int, t_count: int, f: float) -> tuple[int, int]:

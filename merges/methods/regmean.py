@@ -7,14 +7,18 @@ from merges.registry import Params, TensorTask, register
 
 
 class RegMeanParams(Params):
-    alpha: float = Field(0.9, ge=0, le=1, description="off-diagonal scale: G̃ = α·G + (1 − α)·Diag(G)")
+    alpha: float = Field(
+        0.9, ge=0, le=1, description="off-diagonal scale: G̃ = α·G + (1 − α)·Diag(G)"
+    )
 
 
 @register("regmean", RegMeanParams, needs_stats=True)
 def regmean(task: TensorTask, p: RegMeanParams):
     """RegMean: Δ* = (Σ_t Δ_t G̃_t)(Σ_t G̃_t)⁻¹, task-vector form, fp64 Cholesky (Jin et al. 2023)."""
     if task.grams is None:
-        raise MergeInputError(f"regmean needs an input Gram for {task.name}; pass --stats per expert")
+        raise MergeInputError(
+            f"regmean needs an input Gram for {task.name}; pass --stats per expert"
+        )
     fd = task.factor_dtype
     num, den = None, None
     for d, g in zip(task.deltas, task.grams, strict=True):

@@ -1,0 +1,213 @@
+"""Memory benchmark: merge 4 generated checkpoints of ≥ size_gb each on CPU; print time and peak RSS.
+
+The checkpoints are OLMo-3-shaped (bf16, hidden 2048, intermediate 5632, vocab 8192) with as many
+layers as the size needs, written tensor by tensor. The merge runs in a child process that
+reports its RSS after imports (the interpreter baseline) and its peak RSS (ru_maxrss).
+Bound: peak ≤ baseline + 3 × (T+1) × largest tensor in fp32 + 300 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from merges.io import ShardedWriter
+
+HIDDEN, INTER, VOCAB = 2048, 5632, 8192
+MB = 1024**2
+OLMO3_7B = (4096, 11008)  # hidden, intermediate
+
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import psutil, torch
+    from merges.engine import MergeSpec, run_merge
+    torch.set_num_threads(2)
+    baseline = psutil.Process().memory_info().rss
+    base, e1, e2, e3, out, method = sys.argv[1:7]
+    t0 = time.perf_counter()
+    run_merge(MergeSpec(method, base, [e1, e2, e3], out, device="cpu", force=True), progress=False)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("BENCH " + json.dumps({"baseline": baseline, "peak": peak, "wall": wall}))
+    """
+)
+
+
+def layers_for(size_gb: float) -> int:
+    per_layer = 4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTER + 4 * HIDDEN
+    fixed = 2 * VOCAB * HIDDEN + HIDDEN
+    return max(1, math.ceil((size_gb * 1e9 / 2 - fixed) / per_layer))
+
+
+def layout(
+    layers: int, hidden: int = HIDDEN, inter: int = INTER, vocab: int = VOCAB
+) -> list[tuple[str, tuple[int, ...]]]:
+    """OLMo-3 tensor names and shapes for `layers` blocks."""
+    h, i_, v = hidden, inter, vocab
+    names = [
+        ("model.embed_tokens.weight", (v, h)),
+        ("lm_head.weight", (v, h)),
+        ("model.norm.weight", (h,)),
+    ]
+    norms = (
+        "self_attn.q_norm",
+        "self_attn.k_norm",
+        "post_attention_layernorm",
+        "post_feedforward_layernorm",
+    )
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        names += [(p + f"self_attn.{x}_proj.weight", (h, h)) for x in "qkvo"]
+        names += [(p + "mlp.gate_proj.weight", (i_, h)), (p + "mlp.up_proj.weight", (i_, h))]
+        names += [(p + "mlp.down_proj.weight", (h, i_))]
+        names += [(p + n + ".weight", (h,)) for n in norms]
+    return names
+
+
+def generate(
+    workdir: Path, entries: list[tuple[str, tuple[int, ...]]], delta_std: float = 1e-3
+) -> list[Path]:
+    """Base (N(0, 0.02)) and 3 experts (base + 10%-dense N(0, delta_std) deltas), tensor by tensor."""
+    folders = [workdir / n for n in ("base", "e1", "e2", "e3")]
+    hidden = dict(entries)["model.norm.weight"][0]
+    cfg = {
+        "architectures": ["Olmo3ForCausalLM"],
+        "model_type": "olmo3",
+        "hidden_size": hidden,
+        "num_hidden_layers": sum(1 for n, _ in entries if n.endswith("q_proj.weight")),
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False,
+    }
+    if all((f / "config.json").exists() for f in folders):
+        return folders
+    writers = []
+    for f in folders:
+        f.mkdir(parents=True, exist_ok=True)
+        writers.append(ShardedWriter(f, [(n, torch.bfloat16, s) for n, s in entries], 2 * 1024**3))
+    g = torch.Generator().manual_seed(0)
+    for name in writers[0].order:
+        shape = dict(entries)[name]
+        w0 = torch.randn(shape, generator=g) * 0.02
+        writers[0].write(name, w0.to(torch.bfloat16))
+        for w in writers[1:]:
+            delta = (
+                torch.randn(shape, generator=g) * delta_std * (torch.rand(shape, generator=g) < 0.1)
+            )
+            w.write(name, (w0 + delta).to(torch.bfloat16))
+    for w, f in zip(writers, folders, strict=True):
+        w.close()
+        (f / "config.json").write_text(json.dumps(cfg, indent=2))
+        (f / "tokenizer.json").write_text("{}")
+    return folders
+
+
+def bench_memory(
+    workdir: Path, size_gb: float = 1.0, method: str = "task_arithmetic", keep: bool = False
+) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    entries = layout(layers_for(size_gb))
+    folders = generate(workdir, entries)
+    sizes = [sum(p.stat().st_size for p in f.glob("*.safetensors")) for f in folders]
+    print(
+        f"inputs: 4 checkpoints of {min(sizes) / 1e9:.2f} GB (generated in {time.perf_counter() - t0:.0f} s)"
+    )
+    out = workdir / "merged"
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, folders), str(out), method],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        print(r.stderr[-3000:], file=sys.stderr)
+        return 1
+    res = json.loads([line for line in r.stdout.splitlines() if line.startswith("BENCH ")][-1][6:])
+    largest = max(math.prod(s) for _, s in entries)
+    stack = 4 * largest * 4
+    bound = res["baseline"] + 3 * stack + 300 * MB
+    ok = res["peak"] <= bound
+    print(
+        f"method {method}: wall {res['wall']:.1f} s ({sum(sizes) / 1e9 / res['wall']:.2f} GB/s read)"
+    )
+    print(
+        f"peak RSS {res['peak'] / MB:.0f} MB; interpreter baseline {res['baseline'] / MB:.0f} MB; "
+        f"largest tensor stack (T+1, fp32) {stack / MB:.0f} MB"
+    )
+    print(
+        f"bound baseline + 3 x stack + 300 MB = {bound / MB:.0f} MB: {'PASS' if ok else 'FAIL'} "
+        f"(peak - baseline = {(res['peak'] - res['baseline']) / MB:.0f} MB)"
+    )
+    if not keep:
+        shutil.rmtree(workdir)
+    return 0 if ok else 1
+
+
+def bench_layers(workdir: Path, layers: int, method_specs: list[str], device: str = "auto") -> int:
+    """Per-layer merge times on OLMo-3-7B-shaped blocks (hidden 4096, intermediate 11008).
+
+    Each spec is METHOD[:factor_dtype][:key=value,...]; the vocabulary is cut to 1024 rows so that
+    the time goes to the blocks. A small SVD/eigh on the device first takes the library warm-up.
+    """
+    from merges.engine import MergeSpec, resolve_device, run_merge
+
+    dev = resolve_device(device)
+    for dt in (torch.float32, torch.float64):
+        x = torch.randn(256, 128, device=dev, dtype=dt)
+        torch.linalg.svd(x, full_matrices=False)
+        torch.linalg.eigh(x.T @ x)
+    entries = layout(layers, *OLMO3_7B, vocab=1024)
+    t0 = time.perf_counter()
+    folders = generate(workdir, entries, delta_std=1e-4)
+    print(
+        f"generated base + 3 experts with {layers} OLMo-3-7B-shaped layer(s) in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    rows = []
+    for spec in method_specs:
+        method, *rest = spec.split(":")
+        factor = rest[0] if rest and rest[0] else "float64"
+        params = dict(kv.split("=", 1) for kv in rest[1].split(",")) if len(rest) > 1 else {}
+        record = run_merge(
+            MergeSpec(
+                method,
+                folders[0],
+                folders[1:],
+                workdir / "out",
+                params=params,
+                device=str(dev),
+                factor_dtype=factor,
+                force=True,
+            ),
+            progress=False,
+        )
+        per = record["timings"]["per_tensor_s"]
+        for i in range(layers):
+            p = f"model.layers.{i}."
+            by_kind = {
+                k.removeprefix(p).removesuffix(".weight"): v
+                for k, v in per.items()
+                if k.startswith(p) and "proj" in k
+            }
+            row = {
+                "method": spec,
+                "layer": i,
+                "layer_s": round(sum(by_kind.values()), 3),
+                **by_kind,
+                "max_bf16_lost_frac": record["summary"]["max_bf16_lost_frac"],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"device: {record['device']}")
+    (workdir / "layer_times.json").write_text(json.dumps(rows, indent=2))
+    return 0
