@@ -1,0 +1,112 @@
+"""Command line: `python -m evals {list,generate,score}`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from evals.errors import EvalInputError
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EvalInputError(f"{flag} expects NAME=PATH, got {item!r}")
+        out[key] = Path(value)
+    return out
+
+
+def cmd_list(args) -> int:
+    from evals.registry import benchmarks, suites
+
+    for b in benchmarks().values():
+        print(f"{b.name}: {b.description} [scorer {b.scorer}, domain {b.domain}]")
+    for s in suites().values():
+        print(f"suite {s.name}: {', '.join(s.benchmarks)} (data {s.data}, max_model_len {s.max_model_len})")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from evals.generate import generate
+
+    engine = {"tensor_parallel_size": args.tensor_parallel_size}
+    if args.gpu_memory_utilization is not None:
+        engine["gpu_memory_utilization"] = args.gpu_memory_utilization
+    if args.max_model_len:
+        engine["max_model_len"] = args.max_model_len
+    if args.dtype:
+        engine["dtype"] = args.dtype
+    if args.enforce_eager:
+        engine["enforce_eager"] = True
+    paths = generate(
+        Path(args.model),
+        args.suite,
+        Path(args.output),
+        benchmarks=args.benchmark or None,
+        template=args.template,
+        domain_templates=_pairs(args.domain_template, "--domain-template"),
+        limit=args.limit,
+        data=_pairs(args.data, "--data"),
+        seed=args.seed,
+        engine_args=engine,
+    )
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from evals.score import score_file
+
+    res = score_file(args.benchmark, Path(args.samples), Path(args.output), Path(args.data) if args.data else None,
+                     source=args.source, subset=args.subset)
+    print(json.dumps({k: res[k] for k in ("benchmark", "n_items", "n_samples", "metrics")}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evals", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="benchmarks and suites").set_defaults(fn=cmd_list)
+
+    g = sub.add_parser("generate", help="generate samples with vLLM")
+    g.add_argument("--model", required=True)
+    g.add_argument("--suite", required=True)
+    g.add_argument("--output", required=True, help="folder for <benchmark>.jsonl.gz and .meta.json")
+    g.add_argument("--benchmark", action="append", default=[], help="repeat; default: every benchmark of the suite")
+    g.add_argument("--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)")
+    g.add_argument("--domain-template", action="append", default=[], metavar="DOMAIN=DIR",
+                   help="per_task: folder whose chat template serves DOMAIN (math, code, if)")
+    g.add_argument("--limit", type=int, help="only the first N items of each benchmark")
+    g.add_argument("--data", action="append", default=[], metavar="BENCHMARK=FILE", help="local data file in the upstream format")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--gpu-memory-utilization", type=float)
+    g.add_argument("--max-model-len", type=int, help="default: the suite's")
+    g.add_argument("--dtype", help="vLLM dtype (default auto: the checkpoint's)")
+    g.add_argument("--enforce-eager", action="store_true")
+    g.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("score", help="score a samples file")
+    s.add_argument("--benchmark", required=True)
+    s.add_argument("--samples", required=True)
+    s.add_argument("--output", required=True)
+    s.add_argument("--data", help="local copy of the benchmark in its upstream format")
+    s.add_argument("--source", choices=["hf", "fixture"], help="data source when no --data (default: as generated, else hf)")
+    s.add_argument("--subset", action="store_true", help="allow samples for only some items")
+    s.set_defaults(fn=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except EvalInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

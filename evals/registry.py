@@ -1,0 +1,108 @@
+"""Benchmarks and suites as data: `evals/benchmarks/*.yaml` and `evals/suites/*.yaml`.
+
+A benchmark names its data source, prompt, sampling settings, scorer and the domain whose expert
+template the `per_task` policy uses. A suite lists benchmarks with overrides of their sampling
+settings, the data source kind (`hf` or the project's offline `fixture` files) and the context length.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import yaml
+
+from evals.errors import EvalInputError
+
+ROOT = Path(__file__).parent
+FIXTURES = ROOT / "fixtures"
+
+
+class Sampling(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    n: int = pydantic.Field(1, ge=1)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = pydantic.Field(512, ge=1)
+    stop: list[str] = []
+
+
+class Prompt(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    user: str
+    assistant_prefix: str = ""
+
+
+class Benchmark(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    description: str
+    format: Literal["aime", "humaneval", "ifeval"]
+    domain: Literal["math", "code", "if"]
+    source: dict
+    fixture: str
+    prompt: Prompt
+    sampling: Sampling
+    scorer: Literal["aime", "evalplus_base", "evalplus_plus", "ifeval"]
+    samples_from: str | None = None
+    headline: str = "pass@1"
+
+    @property
+    def generation_name(self) -> str:
+        """The benchmark whose samples this one scores (HumanEval+ reuses HumanEval's)."""
+        return self.samples_from or self.name
+
+
+class Suite(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    data: Literal["hf", "fixture"]
+    max_model_len: int
+    benchmarks: dict[str, dict]
+
+    def benchmark(self, name: str) -> Benchmark:
+        """The benchmark with this suite's overrides applied."""
+        if name not in self.benchmarks:
+            raise EvalInputError(f"suite {self.name!r} has no benchmark {name!r}; it has: {', '.join(self.benchmarks)}")
+        bench = get_benchmark(name)
+        over = self.benchmarks[name] or {}
+        unknown = set(over) - {"sampling"}
+        if unknown:
+            raise EvalInputError(f"suite {self.name!r}, benchmark {name!r}: only 'sampling' can be overridden, not {sorted(unknown)}")
+        sampling = bench.sampling.model_copy(update=over.get("sampling", {}))
+        return bench.model_copy(update={"sampling": Sampling.model_validate(sampling.model_dump())})
+
+
+def _load(folder: Path, kind: str, model):
+    out = {}
+    for f in sorted(folder.glob("*.yaml")):
+        try:
+            obj = model.model_validate(yaml.safe_load(f.read_text()))
+        except pydantic.ValidationError as e:
+            raise EvalInputError(f"{f}: invalid {kind} definition: {e}") from None
+        out[obj.name] = obj
+    return out
+
+
+@cache
+def benchmarks() -> dict[str, Benchmark]:
+    return _load(ROOT / "benchmarks", "benchmark", Benchmark)
+
+
+@cache
+def suites() -> dict[str, Suite]:
+    return _load(ROOT / "suites", "suite", Suite)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in benchmarks():
+        raise EvalInputError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(benchmarks())}")
+    return benchmarks()[name]
+
+
+def get_suite(name: str) -> Suite:
+    if name not in suites():
+        raise EvalInputError(f"unknown suite {name!r}; valid suites: {', '.join(suites())}")
+    return suites()[name]
