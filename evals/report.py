@@ -1,0 +1,137 @@
+"""The Table 1 report: markdown, CSV, JSON and a PNG plot from score files.
+
+Cells are the benchmark's headline metric in percent (pass@1; IFEval prompt-level loose), one
+decimal; `average` is the plain mean of the five. With the `table1` suite the markdown shows the
+paper's number and the difference beside each cell. With a baseline CSV (same header) every cell
+that moved by more than the noise band is marked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from evals.errors import EvalInputError
+from evals.registry import ROOT
+from evals.samples import atomic_write_text
+
+COLUMNS = ["humaneval", "humanevalplus", "aime24", "aime25", "ifeval"]
+PAPER = ROOT / "reference" / "table1_paper.csv"
+
+
+def read_table(path: Path) -> dict[str, dict[str, float]]:
+    path = Path(path)
+    if not path.exists():
+        raise EvalInputError(f"table not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or rows[0].keys() != {"model", *COLUMNS, "average"}:
+        raise EvalInputError(f"{path}: header must be model,{','.join(COLUMNS)},average")
+    return {r["model"]: {k: float(v) for k, v in r.items() if k != "model" and v not in ("", None)} for r in rows}
+
+
+def cell_value(score_file: Path) -> float:
+    res = json.loads(Path(score_file).read_text())
+    return 100.0 * res["metrics"][res["headline"]]
+
+
+def build_table(cells: dict[str, dict[str, Path]]) -> dict[str, dict[str, float]]:
+    """{row: {benchmark: score file}} -> {row: {benchmark: percent, average}} (rounded to 0.1)."""
+    table = {}
+    for row, files in cells.items():
+        missing = [c for c in COLUMNS if c not in files]
+        if missing:
+            raise EvalInputError(f"report row {row!r} has no score for {missing}")
+        vals = {c: cell_value(files[c]) for c in COLUMNS}
+        vals["average"] = sum(vals.values()) / len(COLUMNS)
+        table[row] = {k: round(v, 1) for k, v in vals.items()}
+    return table
+
+
+def to_csv(table) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["model", *COLUMNS, "average"])
+    for row, vals in table.items():
+        w.writerow([row, *(f"{vals[c]:.1f}" for c in [*COLUMNS, "average"])])
+    return out.getvalue()
+
+
+def to_markdown(table, title: str, notes: list[str], paper=None, baseline=None, band: float = 0.5) -> str:
+    cols = [*COLUMNS, "average"]
+    lines = [f"# {title}", "", *notes, ""]
+    lines.append("| model | " + " | ".join(cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    for row, vals in table.items():
+        cells = []
+        for c in cols:
+            cell = f"{vals[c]:.1f}"
+            if paper and row in paper and c in paper[row]:
+                cell += f" (paper {paper[row][c]:.1f}, {vals[c] - paper[row][c]:+.1f})"
+            if baseline and row in baseline and c in baseline[row]:
+                d = vals[c] - baseline[row][c]
+                if abs(d) > band:
+                    cell += f" **moved {d:+.1f}**"
+            cells.append(cell)
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table)
+    cols = [*COLUMNS, "average"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(cols) * max(1, len(rows)) / 4), 4))
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        ax.bar([j + i * width for j in range(len(cols))], [table[row][c] for c in cols], width, label=row)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols)
+    ax.set_ylabel("score (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(cells, out_prefix: Path, suite: str, template: str, baseline: Path | None = None,
+                 band: float = 0.5, extra: dict | None = None) -> dict:
+    """Write out_prefix.{md,csv,json,png}; return the JSON record."""
+    out_prefix = Path(out_prefix)
+    table = build_table(cells)
+    paper = read_table(PAPER) if suite == "table1" else None
+    base = read_table(baseline) if baseline else None
+    title = f"Table 1 ({suite} suite, template policy {template})"
+    notes = [f"Percent; IFEval = prompt-level loose accuracy; average = mean of the five. Template policy: `{template}`."]
+    if paper:
+        notes.append("Beside each cell: the paper's number and the difference (run-to-run noise about ±0.5 pt, more on AIME).")
+    if base:
+        notes.append(f"Compared with baseline {baseline}: cells that moved more than {band} pt are marked **moved**.")
+    record = {
+        "suite": suite,
+        "template_policy": template,
+        "table": table,
+        "paper": paper,
+        "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
+        "moved": sorted(
+            [row, c, round(table[row][c] - base[row][c], 1)]
+            for row in table if base and row in base
+            for c in [*COLUMNS, "average"] if c in base[row] and abs(table[row][c] - base[row][c]) > band
+        ),
+        "scores": {row: {c: str(Path(p).resolve()) for c, p in files.items()} for row, files in cells.items()},
+        **(extra or {}),
+    }
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_prefix.with_suffix(".csv"), to_csv(table))
+    atomic_write_text(out_prefix.with_suffix(".md"), to_markdown(table, title, notes, paper, base, band))
+    plot(table, out_prefix.with_suffix(".png"), title)
+    atomic_write_text(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return record

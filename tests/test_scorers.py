@@ -1,0 +1,180 @@
+"""Scorers on hand-made cases whose right answer is known."""
+
+import json
+import math
+
+import pytest
+
+from evals.data import load_items
+from evals.errors import EvalInputError
+from evals.registry import FIXTURES, get_benchmark
+from evals.score import score_file
+from evals.scorers.aime import extract_answer, to_int
+from evals.scorers.passk import pass_at_k, powers_of_two
+from evals.samples import write_samples
+
+
+def closed_form_pass_at_k(n, c, k):
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@pytest.mark.parametrize("n,c,k", [(20, 0, 1), (20, 3, 1), (20, 3, 10), (20, 20, 10), (32, 5, 16), (5, 2, 5), (10, 9, 2)])
+def test_pass_at_k_matches_closed_form(n, c, k):
+    assert pass_at_k([n], [c], k) == pytest.approx(closed_form_pass_at_k(n, c, k), abs=1e-12)
+    assert pass_at_k([n, n], [c, 0], k) == pytest.approx(closed_form_pass_at_k(n, c, k) / 2, abs=1e-12)
+
+
+def test_powers_of_two():
+    assert powers_of_two(32) == [1, 2, 4, 8, 16, 32]
+    assert powers_of_two(20) == [1, 2, 4, 8, 16, 20]
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("so the result is \\boxed{55}.", 55),
+        ("first \\boxed{12} then actually \\boxed{\\frac{50}{2}}", 25),
+        ("We get 9 divisors.\nAnswer: 9", 9),
+        ("Answer: $024$", 24),
+        ("\\boxed{024}", 24),
+        ("\\boxed{\\text{156}}", 156),
+        ("no answer here", None),
+        ("\\boxed{x + 1}", None),
+    ],
+)
+def test_aime_extraction(text, want):
+    assert to_int(extract_answer(text)) == want
+
+
+def _score(tmp_path, benchmark, rows, data=None, **kw):
+    samples = tmp_path / f"{benchmark}.jsonl"
+    write_samples(samples, rows)
+    return score_file(benchmark, samples, tmp_path / f"{benchmark}.json", data=data, source="fixture", **kw)
+
+
+def test_aime_scores_and_leading_zeros(tmp_path):
+    rows = [
+        {"id": 0, "completions": ["\\boxed{55}", "Answer: 54"]},
+        {"id": 1, "completions": ["Answer: 9", "Answer: 9"]},
+        {"id": 2, "completions": ["\\boxed{24}", "\\boxed{0024}"]},  # reference is "024"
+        {"id": 3, "completions": ["\\boxed{155}", "nothing"]},
+    ]
+    res = _score(tmp_path, "aime24", rows)
+    assert res["metrics"]["pass@1"] == pytest.approx(5 / 8)
+    assert res["metrics"]["pass@2"] == pytest.approx(3 / 4)
+    assert [it["correct"] for it in res["items"]] == [[True, False], [True, True], [True, True], [False, False]]
+    on_disk = json.loads((tmp_path / "aime24.json").read_text())
+    assert on_disk["benchmark"] == "aime24" and on_disk["n_items"] == 4 and on_disk["n_samples"] == 2
+
+
+def test_aime_local_data_with_question_field(tmp_path):
+    data = tmp_path / "aime.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": 2}) + "\n")
+    res = _score(tmp_path, "aime25", [{"id": 0, "completions": ["\\boxed{2}"]}], data=data)
+    assert res["metrics"]["pass@1"] == 1.0
+
+
+HE = {item.id: item for item in load_items(get_benchmark("humaneval"), source="fixture")[0]}
+BODY = HE["HumanEval/0"].reference["canonical_solution"]
+
+
+def _he_rows(first):
+    """Item 0 gets the completions under test; the others a correct body and a wrong one."""
+    rows = [{"id": "HumanEval/0", "completions": first}]
+    for tid in ("HumanEval/1", "HumanEval/2", "HumanEval/3"):
+        rows.append({"id": tid, "completions": [HE[tid].reference["canonical_solution"], "    return None\n"]})
+    return rows
+
+
+def test_humaneval_correct_wrong_timeout_and_forms(tmp_path):
+    prompt = HE["HumanEval/0"].fields["prompt"]
+    completions = [
+        BODY,  # body
+        prompt + BODY,  # whole function with the prompt
+        "def add_two(a, b):\n    return a + b\n",  # whole function without the prompt
+        "```python\ndef add_two(a, b):\n    return b + a\n```\nThis adds.",  # fenced
+        "    return a - b\n",  # wrong
+        "    while True:\n        pass\n",  # timeout
+        "    return a + b if abs(a) < 1000 else 0\n",  # passes base tests, fails plus tests
+        "    raise ValueError('no')\n",
+    ]
+    res = _score(tmp_path, "humaneval", _he_rows(completions))
+    first = res["items"][0]
+    assert first["correct"] == [True, True, True, True, False, False, True, False]
+    # EvalPlus stops the infinite loop at its per-test time limit and records it as a failure
+    assert first["base_status"][5] in ("fail", "timeout")
+    plus = _score(tmp_path, "humanevalplus", _he_rows(completions))
+    assert plus["items"][0]["correct"] == [True, True, True, True, False, False, False, False]
+    assert plus["items"][0]["plus_status"][6] == "fail"
+    # pass@k over items: item 0 has 4 (base) correct of 8; others 1 of 2
+    assert res["metrics"]["pass@1"] == pytest.approx((5 / 8 + 3 * 0.5) / 4)
+
+
+def test_original_humaneval_format_scores_like_evalplus(tmp_path):
+    rows = _he_rows([BODY, "    return a * b\n"])
+    res = _score(tmp_path, "humaneval", rows, data=FIXTURES / "humaneval.jsonl")
+    assert [it["correct"] for it in res["items"]] == [[True, False]] + [[True, False]] * 3
+    with pytest.raises(EvalInputError, match="needs EvalPlus plus tests.*original HumanEval"):
+        _score(tmp_path, "humanevalplus", rows, data=FIXTURES / "humaneval.jsonl")
+
+
+IF_RESPONSES = {  # key: (passing response, failing response)
+    1001: ("tea is calm and warm.", "Tea is calm."),
+    1002: (" ".join(["the river bends slowly past old stones and quiet reeds"] * 4), "the river has water"),
+    1003: ("* red\n* green\n* blue", "* red\n* green"),
+    1004: ('"Hello there"', "Hello there"),
+    1005: ("Recursion calls itself.\nP.S. it needs a base case.", "Recursion calls itself."),
+    1006: ("Mars is the red planet", "Mars, the red planet"),
+    1007: ("Name a colour. Blue.", "Blue. Name a colour."),
+}
+
+
+def test_ifeval_each_family_passes_and_fails(tmp_path):
+    rows = [{"id": k, "completions": list(v)} for k, v in IF_RESPONSES.items()]
+    res = _score(tmp_path, "ifeval", rows)
+    for item in res["items"]:
+        good, bad = item["results"]
+        assert all(good["strict"]), (item["id"], item["instructions"], good)
+        assert not all(bad["strict"]), (item["id"], item["instructions"], bad)
+    m = res["metrics"]
+    assert m["prompt_level_strict_acc"] == pytest.approx(0.5)
+    assert set(m) == {"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"}
+    families = {i.split(":")[0] for it in res["items"] for i in it["instructions"]}
+    assert families == {"change_case", "length_constraints", "keywords", "detectable_format", "startend",
+                        "detectable_content", "language", "punctuation", "combination"}
+
+
+def test_ifeval_loose_forgives_a_preamble_and_is_deterministic(tmp_path):
+    rows = [{"id": 1004, "completions": ['Sure! Here it is:\n"Hello there"']}]
+    a = _score(tmp_path, "ifeval", rows, subset=True)
+    b = _score(tmp_path, "ifeval", rows, subset=True)
+    assert a["metrics"]["prompt_level_strict_acc"] == 0.0 and a["metrics"]["prompt_level_loose_acc"] == 1.0
+    assert a["metrics"] == b["metrics"]
+
+
+def test_sample_ids_must_match_the_data(tmp_path):
+    with pytest.raises(EvalInputError, match=r"ids not in the humaneval data.*HumanEval/99"):
+        _score(tmp_path, "humaneval", [{"id": "HumanEval/99", "completions": ["x"]}])
+    with pytest.raises(EvalInputError, match="no samples for 3 ifeval item"):
+        _score(tmp_path, "ifeval", [{"id": k, "completions": ["x"]} for k in (1001, 1002, 1003, 1004)])
+    with pytest.raises(EvalInputError, match="not an integer"):
+        _score(tmp_path, "aime24", [{"id": "first", "completions": ["x"]}])
+    assert not (tmp_path / "humaneval.json").exists()
+
+
+def test_bad_files(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(EvalInputError, match="not a JSONL"):
+        load_items(get_benchmark("ifeval"), bad)
+    bad.write_text(json.dumps({"key": 1, "prompt": "x"}) + "\n")
+    with pytest.raises(EvalInputError, match=r"lacks \['instruction_id_list', 'kwargs'\]"):
+        load_items(get_benchmark("ifeval"), bad)
+    with pytest.raises(EvalInputError, match="data file not found"):
+        load_items(get_benchmark("ifeval"), tmp_path / "none.jsonl")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"id": 1, "completion": "x"}) + "\n")
+    with pytest.raises(EvalInputError, match="expected"):
+        score_file("aime24", samples, tmp_path / "o.json", source="fixture")
+    with pytest.raises(EvalInputError, match="unknown benchmark 'gsm8k'; valid benchmarks: aime24"):
+        get_benchmark("gsm8k")
