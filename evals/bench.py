@@ -41,7 +41,9 @@ def make_samples(data: Path, n: int) -> tuple[list[dict], float]:
     return rows, correct / (len(rows) * n)
 
 
-def bench_score(workdir: Path, n: int = 20, data: Path | None = None, benchmark: str = "humaneval") -> int:
+def bench_score(
+    workdir: Path, n: int = 20, data: Path | None = None, benchmark: str = "humaneval"
+) -> int:
     data = Path(data) if data else default_data()
     rows, expected = make_samples(data, n)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,8 @@ def bench_score(workdir: Path, n: int = 20, data: Path | None = None, benchmark:
     t0 = time.perf_counter()
     res = score_file(benchmark, samples, workdir / "score.json", data=data)
     wall = time.perf_counter() - t0
-    print(f"{benchmark}: {res['n_items']} problems x {n} completions scored in {wall:.0f} s "
-          f"({wall / 60:.1f} min); pass@1 {res['metrics']['pass@1']:.4f} (constructed: {expected:.4f})")
+    print(
+        f"{benchmark}: {res['n_items']} problems x {n} completions scored in {wall:.0f} s "
+        f"({wall / 60:.1f} min); pass@1 {res['metrics']['pass@1']:.4f} (constructed: {expected:.4f})"
+    )
     return 0

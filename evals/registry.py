@@ -65,12 +65,16 @@ class Suite(pydantic.BaseModel):
     def benchmark(self, name: str) -> Benchmark:
         """The benchmark with this suite's overrides applied."""
         if name not in self.benchmarks:
-            raise EvalInputError(f"suite {self.name!r} has no benchmark {name!r}; it has: {', '.join(self.benchmarks)}")
+            raise EvalInputError(
+                f"suite {self.name!r} has no benchmark {name!r}; it has: {', '.join(self.benchmarks)}"
+            )
         bench = get_benchmark(name)
         over = self.benchmarks[name] or {}
         unknown = set(over) - {"sampling"}
         if unknown:
-            raise EvalInputError(f"suite {self.name!r}, benchmark {name!r}: only 'sampling' can be overridden, not {sorted(unknown)}")
+            raise EvalInputError(
+                f"suite {self.name!r}, benchmark {name!r}: only 'sampling' can be overridden, not {sorted(unknown)}"
+            )
         sampling = bench.sampling.model_copy(update=over.get("sampling", {}))
         return bench.model_copy(update={"sampling": Sampling.model_validate(sampling.model_dump())})
 
@@ -98,7 +102,9 @@ def suites() -> dict[str, Suite]:
 
 def get_benchmark(name: str) -> Benchmark:
     if name not in benchmarks():
-        raise EvalInputError(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(benchmarks())}")
+        raise EvalInputError(
+            f"unknown benchmark {name!r}; valid benchmarks: {', '.join(benchmarks())}"
+        )
     return benchmarks()[name]
 
 

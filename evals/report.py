@@ -29,7 +29,10 @@ def read_table(path: Path) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(f))
     if not rows or rows[0].keys() != {"model", *COLUMNS, "average"}:
         raise EvalInputError(f"{path}: header must be model,{','.join(COLUMNS)},average")
-    return {r["model"]: {k: float(v) for k, v in r.items() if k != "model" and v not in ("", None)} for r in rows}
+    return {
+        r["model"]: {k: float(v) for k, v in r.items() if k != "model" and v not in ("", None)}
+        for r in rows
+    }
 
 
 def cell_value(score_file: Path) -> float:
@@ -59,7 +62,9 @@ def to_csv(table) -> str:
     return out.getvalue()
 
 
-def to_markdown(table, title: str, notes: list[str], paper=None, baseline=None, band: float = 0.5) -> str:
+def to_markdown(
+    table, title: str, notes: list[str], paper=None, baseline=None, band: float = 0.5
+) -> str:
     cols = [*COLUMNS, "average"]
     lines = [f"# {title}", "", *notes, ""]
     lines.append("| model | " + " | ".join(cols) + " |")
@@ -90,7 +95,12 @@ def plot(table, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(cols) * max(1, len(rows)) / 4), 4))
     width = 0.8 / max(1, len(rows))
     for i, row in enumerate(rows):
-        ax.bar([j + i * width for j in range(len(cols))], [table[row][c] for c in cols], width, label=row)
+        ax.bar(
+            [j + i * width for j in range(len(cols))],
+            [table[row][c] for c in cols],
+            width,
+            label=row,
+        )
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols)
     ax.set_ylabel("score (%)")
     ax.set_title(title)
@@ -102,19 +112,32 @@ def plot(table, path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def write_report(cells, out_prefix: Path, suite: str, template: str, baseline: Path | None = None,
-                 band: float = 0.5, extra: dict | None = None) -> dict:
+def write_report(
+    cells,
+    out_prefix: Path,
+    suite: str,
+    template: str,
+    baseline: Path | None = None,
+    band: float = 0.5,
+    extra: dict | None = None,
+) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record."""
     out_prefix = Path(out_prefix)
     table = build_table(cells)
     paper = read_table(PAPER) if suite == "table1" else None
     base = read_table(baseline) if baseline else None
     title = f"Table 1 ({suite} suite, template policy {template})"
-    notes = [f"Percent; IFEval = prompt-level loose accuracy; average = mean of the five. Template policy: `{template}`."]
+    notes = [
+        f"Percent; IFEval = prompt-level loose accuracy; average = mean of the five. Template policy: `{template}`."
+    ]
     if paper:
-        notes.append("Beside each cell: the paper's number and the difference (run-to-run noise about ±0.5 pt, more on AIME).")
+        notes.append(
+            "Beside each cell: the paper's number and the difference (run-to-run noise about ±0.5 pt, more on AIME)."
+        )
     if base:
-        notes.append(f"Compared with baseline {baseline}: cells that moved more than {band} pt are marked **moved**.")
+        notes.append(
+            f"Compared with baseline {baseline}: cells that moved more than {band} pt are marked **moved**."
+        )
     record = {
         "suite": suite,
         "template_policy": template,
@@ -123,15 +146,22 @@ def write_report(cells, out_prefix: Path, suite: str, template: str, baseline: P
         "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
         "moved": sorted(
             [row, c, round(table[row][c] - base[row][c], 1)]
-            for row in table if base and row in base
-            for c in [*COLUMNS, "average"] if c in base[row] and abs(table[row][c] - base[row][c]) > band
+            for row in table
+            if base and row in base
+            for c in [*COLUMNS, "average"]
+            if c in base[row] and abs(table[row][c] - base[row][c]) > band
         ),
-        "scores": {row: {c: str(Path(p).resolve()) for c, p in files.items()} for row, files in cells.items()},
+        "scores": {
+            row: {c: str(Path(p).resolve()) for c, p in files.items()}
+            for row, files in cells.items()
+        },
         **(extra or {}),
     }
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_prefix.with_suffix(".csv"), to_csv(table))
-    atomic_write_text(out_prefix.with_suffix(".md"), to_markdown(table, title, notes, paper, base, band))
+    atomic_write_text(
+        out_prefix.with_suffix(".md"), to_markdown(table, title, notes, paper, base, band)
+    )
     plot(table, out_prefix.with_suffix(".png"), title)
     atomic_write_text(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return record

@@ -48,10 +48,20 @@ def read_samples(path: Path) -> list[dict]:
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("completions"), list):
-                    raise EvalInputError(f"{path}:{i}: expected {{\"id\": ..., \"completions\": [\"...\", ...]}}")
-                if not row["completions"] or not all(isinstance(c, str) for c in row["completions"]):
-                    raise EvalInputError(f"{path}:{i}: 'completions' must be a non-empty list of strings")
+                if (
+                    not isinstance(row, dict)
+                    or "id" not in row
+                    or not isinstance(row.get("completions"), list)
+                ):
+                    raise EvalInputError(
+                        f'{path}:{i}: expected {{"id": ..., "completions": ["...", ...]}}'
+                    )
+                if not row["completions"] or not all(
+                    isinstance(c, str) for c in row["completions"]
+                ):
+                    raise EvalInputError(
+                        f"{path}:{i}: 'completions' must be a non-empty list of strings"
+                    )
                 rows.append(row)
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
         raise EvalInputError(f"{path}: not a JSONL samples file ({e})") from None

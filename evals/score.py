@@ -19,10 +19,19 @@ def _normalise_ids(bench_format: str, rows: list[dict], path) -> None:
             try:
                 row["id"] = int(row["id"])
             except (TypeError, ValueError):
-                raise EvalInputError(f"{path}: id {row['id']!r} is not an integer ({bench_format} ids are integers)") from None
+                raise EvalInputError(
+                    f"{path}: id {row['id']!r} is not an integer ({bench_format} ids are integers)"
+                ) from None
 
 
-def score_file(benchmark: str, samples: Path, output: Path, data: Path | None = None, source: str | None = None, subset: bool = False) -> dict:
+def score_file(
+    benchmark: str,
+    samples: Path,
+    output: Path,
+    data: Path | None = None,
+    source: str | None = None,
+    subset: bool = False,
+) -> dict:
     """Score `samples`; the data is `data`, else the source recorded by `generate`, else the hub."""
     bench = get_benchmark(benchmark)
     rows = read_samples(samples)
@@ -38,7 +47,9 @@ def score_file(benchmark: str, samples: Path, output: Path, data: Path | None = 
     ids = [r["id"] for r in rows]
     unknown = [i for i in ids if i not in by_id]
     if unknown:
-        raise EvalInputError(f"{samples}: ids not in the {benchmark} data ({origin}): {unknown[:5]}")
+        raise EvalInputError(
+            f"{samples}: ids not in the {benchmark} data ({origin}): {unknown[:5]}"
+        )
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1}, key=str)
         raise EvalInputError(f"{samples}: duplicate ids {dup[:5]}")
@@ -60,7 +71,9 @@ def score_file(benchmark: str, samples: Path, output: Path, data: Path | None = 
         "data": origin,
         "n_items_in_data": len(items),
         "samples": str(Path(samples).resolve()),
-        "generation": {k: meta.get(k) for k in ("model", "template", "sampling", "suite")} if meta else None,
+        "generation": {k: meta.get(k) for k in ("model", "template", "sampling", "suite")}
+        if meta
+        else None,
         "scoring_s": round(time.perf_counter() - t0, 2),
         "items": per_item,
     }

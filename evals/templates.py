@@ -23,7 +23,9 @@ def _folder_template(folder: Path) -> str | None:
     return AutoTokenizer.from_pretrained(folder).chat_template
 
 
-def resolve_template(policy: str, model: Path, domain: str, domain_templates: dict[str, Path] | None = None) -> tuple[str, dict]:
+def resolve_template(
+    policy: str, model: Path, domain: str, domain_templates: dict[str, Path] | None = None
+) -> tuple[str, dict]:
     """(template text, record) for one benchmark domain under `policy`."""
     if policy == "paper":
         text, source = _folder_template(model), str(Path(model).resolve())
@@ -41,10 +43,18 @@ def resolve_template(policy: str, model: Path, domain: str, domain_templates: di
             )
         text, source = _folder_template(folders[domain]), str(Path(folders[domain]).resolve())
         if not text:
-            raise EvalInputError(f"{folders[domain]} has no chat template (per_task, domain {domain})")
+            raise EvalInputError(
+                f"{folders[domain]} has no chat template (per_task, domain {domain})"
+            )
     else:
         path = Path(policy)
         if not path.is_file():
-            raise EvalInputError(f"--template must be paper, per_task or a template file; {policy!r} is none of these")
+            raise EvalInputError(
+                f"--template must be paper, per_task or a template file; {policy!r} is none of these"
+            )
         text, source, policy = path.read_text(), str(path.resolve()), "file"
-    return text, {"policy": policy, "source": source, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    return text, {
+        "policy": policy,
+        "source": source,
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }

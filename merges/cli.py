@@ -1,10 +1,11 @@
-"""Command line: `python -m merges {list,run,stats,make-tiny,bench-memory}`."""
+"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,make-tiny,bench-*}`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -96,6 +97,40 @@ def cmd_bench_layers(args) -> int:
     return bench_layers(Path(args.workdir), args.layers, args.methods.split(), args.device)
 
 
+def cmd_download(args) -> int:
+    from merges.hub import download_model
+
+    print(json.dumps(download_model(args.repo_id, args.revision, Path(args.output))))
+    return 0
+
+
+def cmd_download_prompts(args) -> int:
+    from merges.hub import download_prompts
+
+    n = download_prompts(
+        args.dataset, args.revision, Path(args.output), args.n, args.split, args.seed
+    )
+    print(f"wrote {n} prompts to {args.output}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from merges.engine import check_compatible
+
+    base, experts = check_compatible(Path(args.base), [Path(e) for e in args.expert])
+    report = {
+        "base": args.base,
+        "experts": args.expert,
+        "tensors": len(base.names()),
+        "parameters": sum(math.prod(base.shape(n)) for n in base.names()),
+    }
+    text = json.dumps(report, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m merges", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -161,6 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--force", action="store_true")
     t.set_defaults(fn=cmd_make_tiny)
+
+    d = sub.add_parser("download", help="download a model folder from the hub at a pinned revision")
+    d.add_argument("--repo-id", required=True)
+    d.add_argument(
+        "--revision", required=True, help="commit hash (or branch/tag; the commit is recorded)"
+    )
+    d.add_argument("--output", required=True)
+    d.set_defaults(fn=cmd_download)
+
+    dp = sub.add_parser(
+        "download-prompts", help="sample calibration prompts from a hub dataset as JSONL"
+    )
+    dp.add_argument("--dataset", required=True)
+    dp.add_argument("--revision", required=True)
+    dp.add_argument("--output", required=True)
+    dp.add_argument("--n", type=int, default=320)
+    dp.add_argument("--split", default="train")
+    dp.add_argument("--seed", type=int, default=0)
+    dp.set_defaults(fn=cmd_download_prompts)
+
+    v = sub.add_parser("verify", help="check that experts have the base's tensor names and shapes")
+    v.add_argument("--base", required=True)
+    v.add_argument("--expert", action="append", required=True)
+    v.add_argument("--output", help="write the report here")
+    v.set_defaults(fn=cmd_verify)
 
     b = sub.add_parser(
         "bench-memory", help="merge 4 generated ≥1 GB checkpoints on CPU; print time and peak RSS"

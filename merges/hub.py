@@ -1,0 +1,78 @@
+"""Hugging Face downloads at pinned revisions: model folders and calibration prompts.
+
+Only the files a merge and an evaluation need are fetched (safetensors, configs, tokenizer and chat
+template). Each folder gets `source.json` ({repo_id, revision, commit}) that merge.json and the
+evaluation meta record. A token, if any, is read by huggingface_hub from the environment and is
+never written to logs or files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+
+from merges.errors import MergeInputError
+from merges.provenance import SOURCE_JSON
+
+MODEL_FILES = ["*.safetensors", "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+
+def _fresh(output: Path) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+
+
+def download_model(repo_id: str, revision: str, output: Path) -> dict:
+    """snapshot_download of the needed files into `output` (atomically); return source.json."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    output = Path(output)
+    if output.exists():
+        raise MergeInputError(f"{output} exists; remove it to download again")
+    tmp = _fresh(output)
+    try:
+        snapshot_download(repo_id, revision=revision, local_dir=tmp, allow_patterns=MODEL_FILES)
+        commit = HfApi().model_info(repo_id, revision=revision).sha
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        source = {"repo_id": repo_id, "revision": revision, "commit": commit}
+        (tmp / SOURCE_JSON).write_text(json.dumps(source, indent=2) + "\n")
+        if not any(tmp.glob("*.safetensors")):
+            raise MergeInputError(f"{repo_id}@{revision} has no safetensors weights")
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return source
+
+
+def download_prompts(
+    dataset: str, revision: str, output: Path, n: int, split: str = "train", seed: int = 0
+) -> int:
+    """n prompts (seeded sample) of a HF dataset as JSONL: its `messages`, else its `prompt` column."""
+    import datasets
+
+    ds = datasets.load_dataset(dataset, revision=revision, split=split)
+    cols = ds.column_names
+    field = next((c for c in ("messages", "prompt") if c in cols), None)
+    if field is None:
+        raise MergeInputError(
+            f"{dataset}@{revision} has neither a 'messages' nor a 'prompt' column (it has {cols})"
+        )
+    idx = sorted(random.Random(seed).sample(range(len(ds)), min(n, len(ds))))
+    rows = []
+    for i in idx:
+        value = ds[i][field]
+        if field == "messages":
+            value = [m for m in value if m.get("role") != "assistant"]  # prompts only
+        rows.append(
+            {field: value, "source": {"dataset": dataset, "revision": revision, "index": i}}
+        )
+    output = Path(output)
+    tmp = _fresh(output)
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    os.replace(tmp, output)
+    return len(rows)
