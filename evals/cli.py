@@ -56,6 +56,7 @@ def cmd_generate(args) -> int:
         data=_pairs(args.data, "--data"),
         seed=args.seed,
         engine_args=engine,
+        template_from=Path(args.template_from) if args.template_from else None,
     )
     print("\n".join(map(str, paths)))
     return 0
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="repeat; default: every benchmark of the suite",
     )
+    g.add_argument("--template-from", metavar="DIR", help="paper policy: read the template from DIR, not the model folder")
     g.add_argument(
         "--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)"
     )

@@ -35,7 +35,7 @@ def read_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
+            for i, line in enumerate(f, 1):  # noqa: B007 (i names the line in the error)
                 if line.strip():
                     rows.append(json.loads(line))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:

@@ -3,13 +3,18 @@
 Prompts are rendered with the chosen chat template (plus any assistant prefix) and passed as token
 ids, so what is generated from is exactly what is stored. Each request has its own seed
 (seed + crc32(benchmark/id)), so samples do not depend on batching. HumanEval+ reuses HumanEval's
-generation. Finished benchmarks (samples and meta present) are skipped on a rerun.
+generation. A benchmark is skipped on a rerun when its samples exist and its meta records the same
+request key: a hash of the model's fingerprint (weights' names/sizes, merge.json, source.json,
+config), the benchmark definition, template, sampling, seed, limit and data. `generation.json`
+lists what the folder holds once every requested benchmark is done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import platform
 import time
 import zlib
@@ -49,6 +54,36 @@ def _model_identity(model: Path) -> dict:
     return ident
 
 
+MANIFEST = "generation.json"
+
+
+def model_fingerprint(model: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(model).glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+    for name in (
+        "config.json",
+        "merge.json",
+        "source.json",
+        "chat_template.jinja",
+        "tokenizer_config.json",
+    ):
+        f = Path(model) / name
+        if f.exists():
+            h.update(name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def request_key(
+    fingerprint: str, bench, tmpl: dict, seed: int, limit, origin: str, engine: dict
+) -> str:
+    blob = json.dumps(
+        [fingerprint, bench.model_dump(), tmpl["sha256"], seed, limit, origin, engine],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
     """{generation name: benchmark definition (suite overrides applied)}."""
     suite = get_suite(suite_name)
@@ -73,36 +108,75 @@ def generate(
     data: dict[str, Path] | None = None,
     seed: int = 0,
     engine_args: dict | None = None,
+    template_from: Path | None = None,
 ) -> list[Path]:
-    """Write `output/<benchmark>.jsonl.gz` (+ `.meta.json`) for each generation; return the paths."""
+    """Write `output/<benchmark>.jsonl.gz` (+ `.meta.json`) for each generation; return the paths.
+
+    `template_from`: with the `paper` policy, read the template from this folder instead of the
+    model's (the zero-shot base has none; the paper used the Math expert's).
+    """
     model, output = Path(model), Path(output)
     if not (model / "config.json").exists():
         raise EvalInputError(f"model folder {model} has no config.json")
     suite = get_suite(suite_name)
     groups = plan(suite_name, benchmarks)
     data = data or {}
-    todo, paths = [], []
+    args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
+    args.update(engine_args or {})
+    fingerprint = model_fingerprint(model)
+    todo, paths, manifest = [], [], {}
     for gen, bench in groups.items():
         path = output / f"{gen}.jsonl.gz"
         paths.append(path)
-        if path.exists() and meta_path(path).exists():
-            log.info("%s: samples complete, skipped", path)
-            continue
         items, origin = load_items(bench, data.get(gen), suite.data)
         items = items[:limit] if limit else items
-        text, tmpl = resolve_template(template, model, bench.domain, domain_templates)
-        todo.append((gen, bench, items, origin, text, tmpl, path))
-    if not todo:
-        return paths
+        text, tmpl = resolve_template(
+            template, model, bench.domain, domain_templates, template_from
+        )
+        key = request_key(fingerprint, bench, tmpl, seed, limit, origin, args)
+        manifest[gen] = {"samples": path.name, "meta": meta_path(path).name, "request_key": key}
+        old = json.loads(meta_path(path).read_text()) if meta_path(path).exists() else {}
+        if path.exists() and old.get("request_key") == key:
+            log.info("%s: samples complete, skipped", path)
+            continue
+        todo.append((gen, bench, items, origin, text, tmpl, path, key))
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in output.glob(".*.partial-*"):  # left by an interrupted run
+        stale.unlink()
+    if todo:
+        _run_engine(model, suite, todo, args, seed, limit, data)
+    atomic_write_text(
+        output / MANIFEST,
+        json.dumps(
+            {
+                "model": _model_identity(model),
+                "suite": suite.name,
+                "template": template,
+                "generations": manifest,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    return paths
 
+
+def _run_engine(model: Path, suite, todo: list, args: dict, seed: int, limit, data: dict) -> None:
+    """Start one vLLM engine for `model` and write every pending benchmark's samples and meta.
+
+    Without CUDA (vLLM's CPU build) the engine core runs in this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless set), which saves about 30 s per model start.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
-    args.update(engine_args or {})
     jobs = []  # render every prompt first: a prompt that cannot fit fails before the engine starts
-    for gen, bench, items, origin, text, tmpl, path in todo:
+    for gen, bench, items, origin, text, tmpl, path, key in todo:
         rendered, params = [], []
         s = bench.sampling
         for it in items:
@@ -129,11 +203,11 @@ def generate(
                     seed=seed + zlib.crc32(f"{gen}/{it.id}".encode()),
                 )
             )
-        jobs.append((gen, bench, items, origin, tmpl, path, rendered, params))
+        jobs.append((gen, bench, items, origin, tmpl, path, rendered, params, key))
     t0 = time.perf_counter()
     llm = LLM(model=str(model), **args)
     engine_s = time.perf_counter() - t0
-    for gen, bench, items, origin, tmpl, path, rendered, params in jobs:
+    for gen, bench, items, origin, tmpl, path, rendered, params, key in jobs:
         t1 = time.perf_counter()
         s = bench.sampling
         prompts = [{"prompt_token_ids": ids} for _, ids in rendered]
@@ -153,6 +227,7 @@ def generate(
         write_samples(path, rows)
         meta = {
             "benchmark": gen,
+            "request_key": key,
             "suite": suite.name,
             "model": _model_identity(model),
             "template": tmpl,
@@ -171,4 +246,3 @@ def generate(
         }
         atomic_write_text(meta_path(path), json.dumps(meta, indent=2) + "\n")
         log.info("wrote %s (%d items)", path, len(rows))
-    return paths

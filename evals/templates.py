@@ -24,14 +24,19 @@ def _folder_template(folder: Path) -> str | None:
 
 
 def resolve_template(
-    policy: str, model: Path, domain: str, domain_templates: dict[str, Path] | None = None
+    policy: str,
+    model: Path,
+    domain: str,
+    domain_templates: dict[str, Path] | None = None,
+    template_from: Path | None = None,
 ) -> tuple[str, dict]:
     """(template text, record) for one benchmark domain under `policy`."""
     if policy == "paper":
-        text, source = _folder_template(model), str(Path(model).resolve())
+        folder = Path(template_from or model)
+        text, source = _folder_template(folder), str(folder.resolve())
         if not text:
             raise EvalInputError(
-                f"model folder {model} has no chat template, which the 'paper' policy uses; "
+                f"model folder {folder} has no chat template, which the 'paper' policy uses; "
                 "merge with --tokenizer-from an expert, or pass --template per_task or --template FILE"
             )
     elif policy == "per_task":

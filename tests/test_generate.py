@@ -124,6 +124,7 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
         *domains,
         "--limit",
         "3",
+        "--enforce-eager",
     )
     assert (
         r.returncode == 0
@@ -131,3 +132,5 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
         and "vllm" not in r.stderr.lower()
     )
     assert (out / "aime24.jsonl.gz").read_bytes() == before
+    manifest = json.loads((out / "generation.json").read_text())
+    assert sorted(manifest["generations"]) == ["aime24", "aime25", "humaneval", "ifeval"]
