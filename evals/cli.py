@@ -77,6 +77,31 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from evals.report import write_report
+
+    cells: dict[str, dict[str, Path]] = {}
+    for spec in args.cell:
+        parts = spec.split(",", 2)
+        if len(parts) != 3:
+            raise EvalInputError(f"--cell expects ROW,BENCHMARK,SCORE_JSON, got {spec!r}")
+        cells.setdefault(parts[0], {})[parts[1]] = Path(parts[2])
+    extra = json.loads(Path(args.extra).read_text()) if args.extra else None
+    rec = write_report(
+        cells,
+        Path(args.output),
+        args.suite,
+        args.template,
+        Path(args.baseline) if args.baseline else None,
+        args.noise_band,
+        extra,
+    )
+    print(
+        f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
+    )
+    return 0
+
+
 def cmd_bench_score(args) -> int:
     from evals.bench import bench_score
 
@@ -98,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="repeat; default: every benchmark of the suite",
     )
-    g.add_argument("--template-from", metavar="DIR", help="paper policy: read the template from DIR, not the model folder")
+    g.add_argument(
+        "--template-from",
+        metavar="DIR",
+        help="paper policy: read the template from DIR, not the model folder",
+    )
     g.add_argument(
         "--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)"
     )
@@ -137,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--subset", action="store_true", help="allow samples for only some items")
     s.set_defaults(fn=cmd_score)
+
+    r = sub.add_parser("report", help="write the Table 1 report (md, csv, json, png)")
+    r.add_argument("--cell", action="append", required=True, metavar="ROW,BENCHMARK,SCORE_JSON")
+    r.add_argument("--output", required=True, help="path prefix: writes PREFIX.md/.csv/.json/.png")
+    r.add_argument("--suite", required=True)
+    r.add_argument("--template", required=True, help="the template policy, shown in the report")
+    r.add_argument("--baseline", help="CSV of an earlier report to compare with")
+    r.add_argument(
+        "--noise-band", type=float, default=0.5, help="points a cell may move before it is marked"
+    )
+    r.add_argument(
+        "--extra", help="JSON file whose fields are added to the report's JSON (run provenance)"
+    )
+    r.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
     b.add_argument("--workdir", default="results/bench-score")

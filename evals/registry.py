@@ -108,7 +108,28 @@ def get_benchmark(name: str) -> Benchmark:
     return benchmarks()[name]
 
 
+def _check_suite(suite: Suite, where: str) -> Suite:
+    unknown = [b for b in suite.benchmarks if b not in benchmarks()]
+    if unknown:
+        raise EvalInputError(
+            f"{where}: unknown benchmark {unknown[0]!r}; valid benchmarks: {', '.join(benchmarks())}"
+        )
+    return suite
+
+
 def get_suite(name: str) -> Suite:
+    """A suite by name, or from a YAML file path (a user's own suite)."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise EvalInputError(f"suite file not found: {path}")
+        try:
+            suite = Suite.model_validate(yaml.safe_load(path.read_text()))
+        except pydantic.ValidationError as e:
+            raise EvalInputError(f"{path}: invalid suite definition: {e}") from None
+        return _check_suite(suite, f"suite file {path}")
     if name not in suites():
-        raise EvalInputError(f"unknown suite {name!r}; valid suites: {', '.join(suites())}")
-    return suites()[name]
+        raise EvalInputError(
+            f"unknown suite {name!r}; valid suites: {', '.join(suites())} (or a suite .yaml file)"
+        )
+    return _check_suite(suites()[name], f"suite {name!r}")

@@ -92,16 +92,15 @@ def plot(table, path: Path, title: str) -> None:
 
     rows = list(table)
     cols = [*COLUMNS, "average"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(cols) * max(1, len(rows)) / 4), 4))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(1, len(rows))
+    colours = plt.get_cmap("tab20").colors
     for i, row in enumerate(rows):
-        ax.bar(
-            [j + i * width for j in range(len(cols))],
-            [table[row][c] for c in cols],
-            width,
-            label=row,
-        )
+        xs = [j + i * width for j in range(len(cols))]
+        ax.bar(xs, [table[row][c] for c in cols], width, label=row, color=colours[i % len(colours)])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols)
+    top = max((v for r in table.values() for v in r.values()), default=0.0)
+    ax.set_ylim(0, max(1.0, top * 1.15))
     ax.set_ylabel("score (%)")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)

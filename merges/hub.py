@@ -21,6 +21,11 @@ from merges.provenance import SOURCE_JSON
 MODEL_FILES = ["*.safetensors", "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"]
 
 
+def slug(repo_id: str) -> str:
+    """A hub id as one path component: allenai/Olmo-3-1025-7B -> allenai--Olmo-3-1025-7B."""
+    return repo_id.replace("/", "--")
+
+
 def _fresh(output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     return output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ from merges.errors import MergeInputError
 from merges.registry import methods
 from merges.stats import collect_grams
 
-PROMPTS = "tests/data/calibration_prompts.jsonl"
+PROMPTS = "config/demo_calibration_prompts.jsonl"
 EMBED = "model.embed_tokens.weight"
 UP0 = "model.layers.0.mlp.up_proj.weight"
 

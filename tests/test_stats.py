@@ -32,7 +32,7 @@ def test_gram_keys_share_inputs():
 def test_layer0_gram_is_mean_embedding_outer_product(tiny_family, tmp_path, batch_size):
     _, experts = tiny_family
     model = experts[1]
-    prompts = "tests/data/calibration_prompts.jsonl"
+    prompts = "config/demo_calibration_prompts.jsonl"
     meta = collect_grams(
         model,
         prompts,

@@ -1,0 +1,30 @@
+"""Merge OLMo-3 RL-Zero experts with every method and evaluate them: Table 1 from one command.
+
+snakemake --cores all                                   # the offline demo (config/demo.yaml)
+snakemake --cores all --configfile config/table1.yaml   # the paper's run (GPU)
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+if not config:  # no --configfile: the offline demo
+    import yaml
+
+    config.update(yaml.safe_load(open("config/demo.yaml")))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    default_target: True

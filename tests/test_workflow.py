@@ -1,0 +1,224 @@
+"""The Snakemake DAG: config validation, the Table 1 dry run, and the demo end to end
+(interrupted and resumed, then regression mode) in a copy of the repository."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(
+    os.environ,
+    HF_HUB_OFFLINE="1",
+    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+)
+
+
+def snakemake(*args, cwd=ROOT, **kw):
+    cmd = [str(Path(sys.executable).parent / "snakemake"), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV, **kw)
+
+
+def repo_copy(dest: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    return dest
+
+
+def test_table1_dry_run_lists_every_stage():
+    r = snakemake("-n", "--configfile", "config/table1.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["download_model"] == 4 and counts["merge_model"] == 10
+    assert (
+        counts["generate_samples"] == 14
+        and counts["score_samples"] == 60
+        and counts["report_table"] == 1
+    )
+    for merge in (
+        "task_arithmetic",
+        "average",
+        "iso_c",
+        "tsv",
+        "regmean",
+        "actmat",
+        "ties",
+        "dare",
+        "iso_cts",
+        "ace",
+    ):
+        assert f"results/table1/models/{merge}" in out
+    assert "allenai--Olmo-3-7B-RL-Zero-IF/3cae007c5324a9a06ee6780f03b848bc7b8fd440" in out
+
+
+def test_lint_is_clean():
+    r = snakemake("--lint")
+    assert r.returncode == 0 and "Lints for" not in r.stdout + r.stderr, (r.stdout + r.stderr)[
+        -3000:
+    ]
+
+
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (
+            lambda c: c["merges"]["ties"].update(method="magic"),
+            "merges.ties: unknown method 'magic'",
+        ),
+        (
+            lambda c: c["merges"]["ties"].update(params={"lambda": 1}),
+            "merges.ties: method 'ties' has no parameter 'lambda'",
+        ),
+        (lambda c: c["models"].update(source="hub"), "models.base.repo_id"),
+        (lambda c: c["eval"].update(suite="mmlu"), "eval.suite: unknown suite 'mmlu'"),
+        (lambda c: c["stats"]["prompts"].pop("code"), "stats.prompts.code"),
+        (lambda c: c.update(colour="red"), "colour"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, key):
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", path)
+    assert r.returncode != 0 and key in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert "Job stats" not in r.stdout + r.stderr
+
+
+def test_unknown_benchmark_fails_before_any_job(tmp_path):
+    suite = yaml.safe_load((ROOT / "evals/suites/demo.yaml").read_text())
+    suite["benchmarks"]["gsm8k"] = {}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    cfg["eval"]["suite"] = str(tmp_path / "suite.yaml")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", tmp_path / "cfg.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "eval.suite" in out and "unknown benchmark 'gsm8k'" in out, out[
+        -2000:
+    ]
+
+
+def _mtimes(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*.json")}
+
+
+@pytest.mark.slow
+def test_demo_dag_interrupted_resumed_and_regression(tmp_path):
+    repo = repo_copy(tmp_path / "repo")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", "2"],
+        cwd=repo,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    scores = repo / "results/demo/scores"
+    deadline = time.time() + 1500
+    while time.time() < deadline and len(list(scores.rglob("*.json"))) < 5:
+        time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # kill Snakemake and its running jobs mid-run
+    proc.wait()
+    done = _mtimes(repo / "results/demo")
+    assert len([p for p in done if "scores" in p.parts]) >= 5
+    r = snakemake("--cores", "2", cwd=repo, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items() if p.exists()), (
+        "finished outputs were redone"
+    )
+    assert not list((repo / "results").rglob(".*partial*"))
+
+    table = repo / "results/demo/table1"
+    for ext in ("md", "csv", "json", "png"):
+        assert table.with_suffix(f".{ext}").stat().st_size > 0
+    rows = list(csv.reader(table.with_suffix(".csv").open()))
+    assert rows[0] == [
+        "model",
+        "humaneval",
+        "humanevalplus",
+        "aime24",
+        "aime25",
+        "ifeval",
+        "average",
+    ]
+    names = [r[0] for r in rows[1:]]
+    assert names[:2] == ["zero_shot", "expert"] and len(names) == 12 and "actmat" in names
+    assert all(0.0 <= float(x) <= 100.0 for r in rows[1:] for x in r[1:])
+    record = json.loads(table.with_suffix(".json").read_text())
+    assert record["template_policy"] == "paper" and record["suite"] == "demo"
+
+    # regression mode: touching one method's source reruns only its merge, generation and scoring
+    (repo / "merges/methods/tsv.py").touch()
+    r = snakemake("-n", "--cores", "2", cwd=repo)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    assert (
+        jobs.get("merge_model") == 1
+        and jobs.get("generate_samples") == 1
+        and jobs.get("score_samples") == 5
+    )
+    assert "results/demo/models/tsv" in out and "results/demo/models/ties" not in out
+
+    # a baseline table marks cells that moved beyond the noise band
+    base = tmp_path / "baseline.csv"
+    lines = table.with_suffix(".csv").read_text().splitlines()
+    first = lines[1].split(",")
+    first[1] = f"{float(first[1]) + 5:.1f}"
+    base.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evals",
+            "report",
+            "--output",
+            tmp_path / "cmp",
+            "--suite",
+            "demo",
+            "--template",
+            "paper",
+            "--baseline",
+            base,
+            *[
+                a
+                for c in record["scores"]
+                for b, p in record["scores"][c].items()
+                for a in ("--cell", f"{c},{b},{p}")
+            ],
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert r.returncode == 0, r.stderr
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert ["zero_shot", "humaneval", -5.0] in cmp["moved"]
+    assert "**moved -5.0**" in (tmp_path / "cmp.md").read_text()

@@ -1,0 +1,67 @@
+"""Models and calibration prompts: downloaded at pinned revisions, or generated for the demo."""
+
+
+rule download_model:
+    output:
+        directory("resources/hub/{repo}/{revision}"),
+    log:
+        "logs/download/{repo}/{revision}.log",
+    params:
+        repo_id=lambda w: w.repo.replace("--", "/"),
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges download --repo-id {params.repo_id} --revision {wildcards.revision} --output {output} > {log} 2>&1"
+
+
+rule make_tiny_models:
+    output:
+        [directory(f"resources/tiny/{name}") for name in ("base", "math", "code", "if")],
+    log:
+        "logs/make_tiny_models.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges make-tiny --output resources/tiny --force > {log} 2>&1"
+
+
+rule verify_models:
+    input:
+        base=model_dir("base"),
+        experts=[model_dir(e) for e in EXPERTS],
+    output:
+        f"results/{RUN}/models/verified.json",
+    log:
+        f"logs/{RUN}/verify_models.log",
+    params:
+        experts=lambda w, input: " ".join(f"--expert {e}" for e in input.experts),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges verify --base {input.base} {params.experts} --output {output} > {log} 2>&1"
+
+
+rule download_prompts:
+    output:
+        "resources/calibration/{dataset}/{revision}/{split}-n{n}.jsonl",
+    log:
+        "logs/download_prompts/{dataset}/{revision}/{split}-n{n}.log",
+    params:
+        dataset=lambda w: w.dataset.replace("--", "/"),
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges download-prompts --dataset {params.dataset} --revision {wildcards.revision} "
+        "--split {wildcards.split} --n {wildcards.n} --output {output} > {log} 2>&1"

@@ -1,0 +1,35 @@
+"""One merged model per config entry. The method's source file is an input and its hash a
+parameter, so editing (or touching) a method reruns that merge and everything downstream of it."""
+
+
+rule merge_model:
+    input:
+        base=model_dir("base"),
+        experts=[model_dir(e) for e in EXPERTS],
+        verified=f"results/{RUN}/models/verified.json",
+        stats=merge_stats,
+        method_source=method_source,
+    output:
+        directory(f"results/{RUN}/models/{{merge_id}}"),
+    log:
+        f"logs/{RUN}/merge_model/{{merge_id}}.log",
+    params:
+        method=lambda w: MERGES[w.merge_id]["method"],
+        source_sha256=lambda w: get_method(MERGES[w.merge_id]["method"]).source_hash(),
+        options=lambda w, input: " ".join(
+            [f"--expert {e}" for e in input.experts]
+            + [f"--stats {s}" for s in input.stats]
+            + [f"--param {k}={v}" for k, v in MERGES[w.merge_id].get("params", {}).items()]
+            + [f"--tokenizer-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"]
+            + [f"--{k.replace('_', '-')} {merge_setting(w.merge_id, k)}" for k in ("dtype", "rest_policy", "factor_dtype")]
+            + [f"--device {MD['device']}"]
+        ),
+    resources:
+        gpu=MD["gpus"],
+        mem_mb=MD["mem_mb"],
+        runtime=MD["runtime"],
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges run --method {params.method} --base {input.base} {params.options} "
+        "--output {output} --force --quiet > {log} 2>&1"

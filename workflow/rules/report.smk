@@ -1,0 +1,25 @@
+"""The Table 1 report next to the paper's numbers (and a baseline table, in regression mode)."""
+
+
+rule report_table:
+    input:
+        [score_file(model, b) for _, b, model in report_cells()],
+    output:
+        report_outputs(),
+    log:
+        f"logs/{RUN}/report_table.log",
+    params:
+        cells=" ".join(f"--cell {row},{b},{score_file(model, b)}" for row, b, model in report_cells()),
+        baseline=f"--baseline {config['report']['baseline']}" if config["report"]["baseline"] else "",
+        band=config["report"]["noise_band"],
+        prefix=lambda w, output: output[0].removesuffix(".md"),
+        suite=SUITE.name,
+        template=EVAL["template"],
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m evals report {params.cells} --output {params.prefix} --suite {params.suite} "
+        "--template {params.template} {params.baseline} --noise-band {params.band} > {log} 2>&1"

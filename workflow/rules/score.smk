@@ -1,0 +1,21 @@
+"""Scores: one job per (model, benchmark), CPU only, from the sample files."""
+
+
+rule score_samples:
+    input:
+        manifest=f"results/{RUN}/samples/{{model}}/generation.json",
+    output:
+        f"results/{RUN}/scores/{{model}}/{{benchmark}}.json",
+    log:
+        f"logs/{RUN}/score_samples/{{model}}/{{benchmark}}.log",
+    params:
+        samples=lambda w: f"results/{RUN}/samples/{w.model}/{generation_of(w.benchmark)}.jsonl.gz",
+    threads: EVAL["score_threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "EVALPLUS_WORKERS={threads} python -m evals score --benchmark {wildcards.benchmark} "
+        "--samples {params.samples} --output {output} > {log} 2>&1"
