@@ -7,7 +7,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir)))  # the project's packages, also without an install
+sys.path.insert(
+    0, str(Path(workflow.basedir))
+)  # the project's packages, also without an install
 
 from evals.errors import EvalInputError  # noqa: E402
 from evals.registry import get_suite  # noqa: E402
@@ -35,12 +37,20 @@ def check_config():
             key = "models.base" if name == "base" else f"models.experts.{name}"
             for field in ("repo_id", "revision"):
                 if not m.get(field):
-                    config_error(f"{key}.{field}", "missing; a hub model needs repo_id and revision")
+                    config_error(
+                        f"{key}.{field}",
+                        "missing; a hub model needs repo_id and revision",
+                    )
             if not re.fullmatch(r"[0-9a-f]{40}", m["revision"]):
-                print(f"warning: {key}.revision {m['revision']!r} is not a commit hash; the resolved commit is recorded in source.json", file=sys.stderr)
+                print(
+                    f"warning: {key}.revision {m['revision']!r} is not a commit hash; the resolved commit is recorded in source.json",
+                    file=sys.stderr,
+                )
     tok = MODELS.get("tokenizer_from", EXPERTS[0])
     if tok not in EXPERTS:
-        config_error("models.tokenizer_from", f"{tok!r} is not an expert ({', '.join(EXPERTS)})")
+        config_error(
+            "models.tokenizer_from", f"{tok!r} is not an expert ({', '.join(EXPERTS)})"
+        )
     for mid, m in MERGES.items():
         try:
             method = get_method(m["method"])
@@ -52,27 +62,45 @@ def check_config():
             for e in EXPERTS:
                 p = prompts.get(e)
                 if not p:
-                    config_error(f"stats.prompts.{e}", f"merge {mid!r} ({m['method']}) needs calibration prompts for every expert")
+                    config_error(
+                        f"stats.prompts.{e}",
+                        f"merge {mid!r} ({m['method']}) needs calibration prompts for every expert",
+                    )
                 if "file" in p and not Path(p["file"]).exists():
-                    config_error(f"stats.prompts.{e}.file", f"{p['file']} does not exist")
+                    config_error(
+                        f"stats.prompts.{e}.file", f"{p['file']} does not exist"
+                    )
                 if "file" not in p and not (p.get("hf_dataset") and p.get("revision")):
-                    config_error(f"stats.prompts.{e}", "give a file, or hf_dataset and revision")
+                    config_error(
+                        f"stats.prompts.{e}", "give a file, or hf_dataset and revision"
+                    )
     try:
         suite = get_suite(EVAL["suite"])
     except EvalInputError as e:
         config_error("eval.suite", str(e))
-    missing = {"humaneval", "humanevalplus", "aime24", "aime25", "ifeval"} - set(suite.benchmarks)
+    missing = {"humaneval", "humanevalplus", "aime24", "aime25", "ifeval"} - set(
+        suite.benchmarks
+    )
     if missing:
-        config_error("eval.suite", f"suite {suite.name!r} lacks {sorted(missing)}, which the Table 1 report needs")
+        config_error(
+            "eval.suite",
+            f"suite {suite.name!r} lacks {sorted(missing)}, which the Table 1 report needs",
+        )
     base = config["report"].get("baseline")
     if base and not Path(base).exists():
         config_error("report.baseline", f"{base} does not exist")
 
 
 check_config()
-if shutil.which("python") and Path(shutil.which("python")).resolve() != Path(sys.executable).resolve():
-    print(f"warning: jobs run `python` = {shutil.which('python')}, not this Snakemake's {sys.executable}; "
-          "activate the project's environment (source .venv/bin/activate)", file=sys.stderr)
+if (
+    shutil.which("python")
+    and Path(shutil.which("python")).resolve() != Path(sys.executable).resolve()
+):
+    print(
+        f"warning: jobs run `python` = {shutil.which('python')}, not this Snakemake's {sys.executable}; "
+        "activate the project's environment (source .venv/bin/activate)",
+        file=sys.stderr,
+    )
 SUITE = get_suite(EVAL["suite"])
 BENCHMARKS = list(SUITE.benchmarks)
 
@@ -144,7 +172,11 @@ def merge_setting(merge_id, key):
 
 def method_source(w):
     """The method's source file: an input, so editing or touching it reruns this merge."""
-    return str(get_method(MERGES[w.merge_id]["method"]).source_file().relative_to(Path(workflow.basedir).resolve()))
+    return str(
+        get_method(MERGES[w.merge_id]["method"])
+        .source_file()
+        .relative_to(Path(workflow.basedir).resolve())
+    )
 
 
 def merge_stats(w):
@@ -156,7 +188,9 @@ def template_options(w):
     if EVAL["template"] == "per_task":
         domains = " ".join(f"--domain-template {e}={model_dir(e)}" for e in EXPERTS)
         return f"--template per_task {domains}"
-    if w.model == "base":  # the base has no chat template; the paper used the tokenizer_from expert's
+    if (
+        w.model == "base"
+    ):  # the base has no chat template; the paper used the tokenizer_from expert's
         return f"--template paper --template-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"
     return "--template paper"
 

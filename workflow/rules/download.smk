@@ -6,13 +6,13 @@ rule download_model:
         directory("resources/hub/{repo}/{revision}"),
     log:
         "logs/download/{repo}/{revision}.log",
-    params:
-        repo_id=lambda w: w.repo.replace("--", "/"),
+    conda:
+        "../envs/mergeeval.yaml"
     resources:
         mem_mb=8000,
         runtime=240,
-    conda:
-        "../envs/mergeeval.yaml"
+    params:
+        repo_id=lambda w: w.repo.replace("--", "/"),
     shell:
         "python -m merges download --repo-id {params.repo_id} --revision {wildcards.revision} --output {output} > {log} 2>&1"
 
@@ -22,11 +22,11 @@ rule make_tiny_models:
         [directory(f"resources/tiny/{name}") for name in ("base", "math", "code", "if")],
     log:
         "logs/make_tiny_models.log",
+    conda:
+        "../envs/mergeeval.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/mergeeval.yaml"
     shell:
         "python -m merges make-tiny --output resources/tiny --force > {log} 2>&1"
 
@@ -39,13 +39,13 @@ rule verify_models:
         f"results/{RUN}/models/verified.json",
     log:
         f"logs/{RUN}/verify_models.log",
-    params:
-        experts=lambda w, input: " ".join(f"--expert {e}" for e in input.experts),
+    conda:
+        "../envs/mergeeval.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/mergeeval.yaml"
+    params:
+        experts=lambda w, input: " ".join(f"--expert {e}" for e in input.experts),
     shell:
         "python -m merges verify --base {input.base} {params.experts} --output {output} > {log} 2>&1"
 
@@ -55,13 +55,13 @@ rule download_prompts:
         "resources/calibration/{dataset}/{revision}/{split}-n{n}.jsonl",
     log:
         "logs/download_prompts/{dataset}/{revision}/{split}-n{n}.log",
-    params:
-        dataset=lambda w: w.dataset.replace("--", "/"),
+    conda:
+        "../envs/mergeeval.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/mergeeval.yaml"
+    params:
+        dataset=lambda w: w.dataset.replace("--", "/"),
     shell:
         "python -m merges download-prompts --dataset {params.dataset} --revision {wildcards.revision} "
         "--split {wildcards.split} --n {wildcards.n} --output {output} > {log} 2>&1"

@@ -11,8 +11,17 @@ rule generate_samples:
         f"results/{RUN}/samples/{{model}}/generation.json",
     log:
         f"logs/{RUN}/generate_samples/{{model}}.log",
+    conda:
+        "../envs/mergeeval.yaml"
+    threads: EVAL["threads"]
+    resources:
+        gpu=EVAL["gpus"],
+        mem_mb=EVAL["mem_mb"],
+        runtime=EVAL["runtime"],
     params:
-        benchmarks=lambda w: " ".join(f"--benchmark {b}" for b in row_benchmarks(w.model)),
+        benchmarks=lambda w: " ".join(
+            f"--benchmark {b}" for b in row_benchmarks(w.model)
+        ),
         templates=template_options,
         engine=engine_options(),
         limit=f"--limit {EVAL['limit']}" if EVAL["limit"] else "",
@@ -20,13 +29,6 @@ rule generate_samples:
         outdir=lambda w: f"results/{RUN}/samples/{w.model}",
         suite=SUITE.name,
         seed=EVAL["seed"],
-    threads: EVAL["threads"]
-    resources:
-        gpu=EVAL["gpus"],
-        mem_mb=EVAL["mem_mb"],
-        runtime=EVAL["runtime"],
-    conda:
-        "../envs/mergeeval.yaml"
     shell:
         "env {params.env} python -m evals generate --model {input.model} --suite {params.suite} --output {params.outdir} "
         "{params.benchmarks} {params.templates} {params.engine} {params.limit} --seed {params.seed} > {log} 2>&1"

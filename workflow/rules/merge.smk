@@ -1,5 +1,6 @@
 """One merged model per config entry. The method's source file is an input and its hash a
-parameter, so editing (or touching) a method reruns that merge and everything downstream of it."""
+parameter, so editing (or touching) a method reruns that merge and everything downstream of it.
+"""
 
 
 rule merge_model:
@@ -13,23 +14,31 @@ rule merge_model:
         directory(f"results/{RUN}/models/{{merge_id}}"),
     log:
         f"logs/{RUN}/merge_model/{{merge_id}}.log",
+    conda:
+        "../envs/mergeeval.yaml"
+    resources:
+        gpu=MD["gpus"],
+        mem_mb=MD["mem_mb"],
+        runtime=MD["runtime"],
     params:
         method=lambda w: MERGES[w.merge_id]["method"],
         source_sha256=lambda w: get_method(MERGES[w.merge_id]["method"]).source_hash(),
         options=lambda w, input: " ".join(
             [f"--expert {e}" for e in input.experts]
             + [f"--stats {s}" for s in input.stats]
-            + [f"--param {k}={v}" for k, v in MERGES[w.merge_id].get("params", {}).items()]
-            + [f"--tokenizer-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"]
-            + [f"--{k.replace('_', '-')} {merge_setting(w.merge_id, k)}" for k in ("dtype", "rest_policy", "factor_dtype")]
+            + [
+                f"--param {k}={v}"
+                for k, v in MERGES[w.merge_id].get("params", {}).items()
+            ]
+            + [
+                f"--tokenizer-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"
+            ]
+            + [
+                f"--{k.replace('_', '-')} {merge_setting(w.merge_id, k)}"
+                for k in ("dtype", "rest_policy", "factor_dtype")
+            ]
             + [f"--device {MD['device']}"]
         ),
-    resources:
-        gpu=MD["gpus"],
-        mem_mb=MD["mem_mb"],
-        runtime=MD["runtime"],
-    conda:
-        "../envs/mergeeval.yaml"
     shell:
         "python -m merges run --method {params.method} --base {input.base} {params.options} "
         "--output {output} --force --quiet > {log} 2>&1"

@@ -8,18 +8,25 @@ rule report_table:
         report_outputs(),
     log:
         f"logs/{RUN}/report_table.log",
+    conda:
+        "../envs/mergeeval.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
-        cells=" ".join(f"--cell {row},{b},{score_file(model, b)}" for row, b, model in report_cells()),
-        baseline=f"--baseline {config['report']['baseline']}" if config["report"]["baseline"] else "",
+        cells=" ".join(
+            f"--cell {row},{b},{score_file(model, b)}"
+            for row, b, model in report_cells()
+        ),
+        baseline=(
+            f"--baseline {config['report']['baseline']}"
+            if config["report"]["baseline"]
+            else ""
+        ),
         band=config["report"]["noise_band"],
         prefix=lambda w, output: output[0].removesuffix(".md"),
         suite=SUITE.name,
         template=EVAL["template"],
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/mergeeval.yaml"
     shell:
         "python -m evals report {params.cells} --output {params.prefix} --suite {params.suite} "
         "--template {params.template} {params.baseline} --noise-band {params.band} > {log} 2>&1"

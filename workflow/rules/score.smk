@@ -8,14 +8,14 @@ rule score_samples:
         f"results/{RUN}/scores/{{model}}/{{benchmark}}.json",
     log:
         f"logs/{RUN}/score_samples/{{model}}/{{benchmark}}.log",
-    params:
-        samples=lambda w: f"results/{RUN}/samples/{w.model}/{generation_of(w.benchmark)}.jsonl.gz",
+    conda:
+        "../envs/mergeeval.yaml"
     threads: EVAL["score_threads"]
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/mergeeval.yaml"
+    params:
+        samples=lambda w: f"results/{RUN}/samples/{w.model}/{generation_of(w.benchmark)}.jsonl.gz",
     shell:
         "EVALPLUS_WORKERS={threads} python -m evals score --benchmark {wildcards.benchmark} "
         "--samples {params.samples} --output {output} > {log} 2>&1"

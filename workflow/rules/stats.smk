@@ -9,16 +9,16 @@ rule collect_stats:
         directory(f"results/{RUN}/stats/{{expert}}"),
     log:
         f"logs/{RUN}/collect_stats/{{expert}}.log",
-    params:
-        max_tokens=config["stats"]["max_tokens"],
-        batch_size=config["stats"]["batch_size"],
-        device=config["stats"]["device"],
+    conda:
+        "../envs/mergeeval.yaml"
     resources:
         gpu=config["stats"]["gpus"],
         mem_mb=64000,
         runtime=120,
-    conda:
-        "../envs/mergeeval.yaml"
+    params:
+        max_tokens=config["stats"]["max_tokens"],
+        batch_size=config["stats"]["batch_size"],
+        device=config["stats"]["device"],
     shell:
         "python -m merges stats --model {input.model} --prompts {input.prompts} --output {output} "
         "--max-tokens {params.max_tokens} --batch-size {params.batch_size} --device {params.device} --force > {log} 2>&1"
