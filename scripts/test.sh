@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv (scripts/setup.sh) and runs pytest.
-# Extra arguments go to pytest. pytest's exit code 5 (no tests collected) counts as success.
+# The project's test command: sets up .venv (scripts/setup.sh), starts the single-node SLURM test
+# cluster when running as root with apt-get (scripts/slurm-local.sh; MERGEEVAL_NO_SLURM=1 skips it),
+# and runs pytest. Extra arguments go to pytest. pytest's exit code 5 (no tests) counts as success.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-.venv/bin/python -m pytest "$@"
+if [ "${MERGEEVAL_NO_SLURM:-0}" != 1 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    scripts/slurm-local.sh start || echo "warning: the local SLURM cluster did not start; its test will say why"
+  else
+    echo "note: not root or no apt-get: the SLURM integration test will be skipped (it says why)"
+  fi
+fi
+source .venv/bin/activate
+python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi
 exit "$rc"
