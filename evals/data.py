@@ -8,7 +8,6 @@ HumanEval (a `test` function); for the latter the base inputs are recorded by ru
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from evals.errors import EvalInputError
 from evals.registry import FIXTURES, Benchmark
+from evals.samples import read_jsonl
 
 
 @dataclass
@@ -25,24 +25,6 @@ class Item:
     id: int | str
     fields: dict  # values available to the prompt template (problem, prompt, ...)
     reference: dict = field(default_factory=dict)  # what the scorer needs
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise EvalInputError(f"data file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):  # noqa: B007 (i names the line in the error)
-                if line.strip():
-                    rows.append(json.loads(line))
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not a JSONL file (line {i}: {e})") from None
-    if not rows:
-        raise EvalInputError(f"{path} holds no items")
-    return rows
 
 
 def _need(path, i, row, keys):

@@ -36,37 +36,41 @@ def write_samples(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def read_samples(path: Path) -> list[dict]:
+def read_jsonl(path: Path, what: str = "data file") -> list[dict]:
+    """Rows of a JSONL file (gzip when it ends in .gz); a missing, empty or malformed file is an error."""
     path = Path(path)
     if not path.exists():
-        raise EvalInputError(f"samples file not found: {path}")
+        raise EvalInputError(f"{what} not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
+    rows, lineno = [], 0
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                if (
-                    not isinstance(row, dict)
-                    or "id" not in row
-                    or not isinstance(row.get("completions"), list)
-                ):
-                    raise EvalInputError(
-                        f'{path}:{i}: expected {{"id": ..., "completions": ["...", ...]}}'
-                    )
-                if not row["completions"] or not all(
-                    isinstance(c, str) for c in row["completions"]
-                ):
-                    raise EvalInputError(
-                        f"{path}:{i}: 'completions' must be a non-empty list of strings"
-                    )
-                rows.append(row)
+            for lineno, line in enumerate(f, 1):  # noqa: B007 (named in the error)
+                if line.strip():
+                    rows.append(json.loads(line))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not a JSONL samples file ({e})") from None
+        raise EvalInputError(f"{path}: not a JSONL file (line {lineno}: {e})") from None
     if not rows:
-        raise EvalInputError(f"{path} holds no samples")
+        raise EvalInputError(f"{path} holds no items")
+    return rows
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Sample rows, each checked for an id and a non-empty list of string completions."""
+    rows = read_jsonl(path, "samples file")
+    for i, row in enumerate(rows, 1):
+        if (
+            not isinstance(row, dict)
+            or "id" not in row
+            or not isinstance(row.get("completions"), list)
+        ):
+            raise EvalInputError(
+                f'{path}: item {i}: expected {{"id": ..., "completions": ["...", ...]}}'
+            )
+        if not row["completions"] or not all(isinstance(c, str) for c in row["completions"]):
+            raise EvalInputError(
+                f"{path}: item {i}: 'completions' must be a non-empty list of strings"
+            )
     return rows
 
 

@@ -61,21 +61,9 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
     domains = [
         f"--domain-template={d}={e}" for d, e in zip(("math", "code", "if"), experts, strict=True)
     ]
-    r = evals_cli(
-        "generate",
-        "--model",
-        merged,
-        "--suite",
-        "demo",
-        "--output",
-        out,
-        "--template",
-        "per_task",
-        *domains,
-        "--limit",
-        "3",
-        "--enforce-eager",
-    )
+    args = ["generate", "--model", merged, "--suite", "demo", "--output", out]
+    args += ["--template", "per_task", *domains, "--limit", "3", "--enforce-eager"]
+    r = evals_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     for gen, n in (("aime24", 2), ("aime25", 2), ("humaneval", 2), ("ifeval", 1)):
         rows = [json.loads(line) for line in gzip.open(out / f"{gen}.jsonl.gz", "rt")]
@@ -111,21 +99,7 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
         assert res["n_items"] == 3 and all(0.0 <= v <= 1.0 for v in res["metrics"].values())
     # a rerun skips finished benchmarks without starting an engine
     before = (out / "aime24.jsonl.gz").read_bytes()
-    r = evals_cli(
-        "generate",
-        "--model",
-        merged,
-        "--suite",
-        "demo",
-        "--output",
-        out,
-        "--template",
-        "per_task",
-        *domains,
-        "--limit",
-        "3",
-        "--enforce-eager",
-    )
+    r = evals_cli(*args)
     assert (
         r.returncode == 0
         and "samples complete, skipped" in r.stderr

@@ -13,8 +13,8 @@ rule collect_stats:
         "../envs/mergeeval.yaml"
     resources:
         gpu=config["stats"]["gpus"],
-        mem_mb=64000,
-        runtime=120,
+        mem_mb=config["stats"]["mem_mb"],
+        runtime=config["stats"]["runtime"],
     params:
         max_tokens=config["stats"]["max_tokens"],
         batch_size=config["stats"]["batch_size"],
