@@ -18,6 +18,7 @@ VARIANTS = {
     "ties": {"density": 0.5, "scale": 1.3},
     "dare": {"drop_rate": 0.3, "combine": "ties", "seed": 7},
     "regmean": {"alpha": 0.5},
+    "actmat": {"rtol": 1e-8},
     "tsv": {"scale": 0.5},
     "iso_c": {"scale": 1.5},
     "iso_cts": {"common_fraction": 0.5, "scale": 2.0},
