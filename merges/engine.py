@@ -132,13 +132,13 @@ def _finite_or_fail(x: torch.Tensor, what: str) -> None:
         raise MergeInputError(f"non-finite values (nan/inf) in {what}")
 
 
-def bf16_rounding(w0: torch.Tensor, delta: torch.Tensor) -> dict:
-    """How much of Δ* a bf16 checkpoint keeps (spec §1.5.5).
+def bf16_rounding(w0: torch.Tensor, delta: torch.Tensor, merged: torch.Tensor) -> dict:
+    """How much of Δ* a bf16 checkpoint keeps (spec §1.5.5); `merged` is W_0 + Δ* in fp32.
 
     lost_frac: share of entries with Δ* ≠ 0 where bf16(W_0 + Δ*) == W_0;
     rel_err:   ‖bf16(W_0 + Δ*) − W_0 − Δ*‖ / ‖Δ*‖.
     """
-    rounded = (w0 + delta).to(torch.bfloat16).float()
+    rounded = merged.to(torch.bfloat16).float()
     nz = delta != 0
     n_nz = int(nz.sum())
     lost = int(((rounded == w0) & nz).sum())
@@ -185,9 +185,9 @@ def _merge_one(name, base, experts, spec, method, params, grams, device, factor_
         merged = torch.zeros_like(w0)
     del deltas
     diag["merged_delta_norm"] = float(merged.norm())
-    diag.update(bf16_rounding(w0, merged))
-    out = (w0 + merged).to(out_dtype).cpu()
-    return out, diag
+    full = w0 + merged
+    diag.update(bf16_rounding(w0, merged, full))
+    return full.to(out_dtype).cpu(), diag
 
 
 def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str) -> Path:
