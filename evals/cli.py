@@ -78,7 +78,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from evals.report import write_report
+    from evals.report import read_band, write_report
 
     cells: dict[str, dict[str, Path]] = {}
     for spec in args.cell:
@@ -93,13 +93,22 @@ def cmd_report(args) -> int:
         args.suite,
         args.template,
         Path(args.baseline) if args.baseline else None,
-        args.noise_band,
+        read_band(args.noise_band),
         extra,
     )
     print(
         f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
     )
     return 0
+
+
+def cmd_compare(args) -> int:
+    """Exit 0 when every cell is within its band, 1 when any moved (each one is listed)."""
+    from evals.report import compare, describe, read_band, read_table
+
+    moved = compare(read_table(args.table), read_table(args.baseline), read_band(args.noise_band))
+    print(f"{args.table} against {args.baseline}: " + describe(moved))
+    return 1 if moved else 0
 
 
 def cmd_bench_score(args) -> int:
@@ -174,12 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--template", required=True, help="the template policy, shown in the report")
     r.add_argument("--baseline", help="CSV of an earlier report to compare with")
     r.add_argument(
-        "--noise-band", type=float, default=0.5, help="points a cell may move before it is marked"
+        "--noise-band",
+        default="0.5",
+        help="points a cell may move before it is marked, or a CSV of per-cell bands",
     )
     r.add_argument(
         "--extra", help="JSON file whose fields are added to the report's JSON (run provenance)"
     )
     r.set_defaults(fn=cmd_report)
+
+    c = sub.add_parser("compare", help="say which cells of a table moved from a baseline table")
+    c.add_argument("table", help="table1.csv of this run")
+    c.add_argument("baseline", help="the expected table1.csv")
+    c.add_argument("--noise-band", default="0.5", help="points, or a CSV of per-cell bands")
+    c.set_defaults(fn=cmd_compare)
 
     b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
     b.add_argument("--workdir", default="results/bench-score")

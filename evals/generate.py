@@ -120,7 +120,7 @@ def generate(
         raise EvalInputError(f"model folder {model} has no config.json")
     suite = get_suite(suite_name)
     groups = plan(suite_name, benchmarks)
-    data = data or {}
+    data = dict(data or {})
     args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
     args.update(engine_args or {})
     fingerprint = model_fingerprint(model)
@@ -128,7 +128,10 @@ def generate(
     for gen, bench in groups.items():
         path = output / f"{gen}.jsonl.gz"
         paths.append(path)
-        items, origin = load_items(bench, data.get(gen), suite.data)
+        data_file = data.get(gen) or suite.fixture_file(bench)
+        if data_file is not None:
+            data[gen] = data_file
+        items, origin = load_items(bench, data_file, suite.data)
         items = items[:limit] if limit else items
         text, tmpl = resolve_template(
             template, model, bench.domain, domain_templates, template_from

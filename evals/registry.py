@@ -2,7 +2,8 @@
 
 A benchmark names its data source, prompt, sampling settings, scorer and the domain whose expert
 template the `per_task` policy uses. A suite lists benchmarks with overrides of their sampling
-settings, the data source kind (`hf` or the project's offline `fixture` files) and the context length.
+settings, the data source kind (`hf` or the project's offline `fixture` files, optionally a
+suite's own folder of them) and the context length.
 """
 
 from __future__ import annotations
@@ -59,8 +60,18 @@ class Suite(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     name: str
     data: Literal["hf", "fixture"]
+    fixtures: str = ""  # a subfolder of evals/fixtures holding this suite's fixture files
     max_model_len: int
     benchmarks: dict[str, dict]
+
+    def fixture_file(self, bench: Benchmark) -> Path | None:
+        """The suite's own fixture file for a benchmark (None: the shared fixtures or the hub)."""
+        if self.data != "fixture" or not self.fixtures:
+            return None
+        path = FIXTURES / self.fixtures / bench.fixture
+        if not path.is_file():
+            raise EvalInputError(f"suite {self.name!r}: fixture file {path} does not exist")
+        return path
 
     def benchmark(self, name: str) -> Benchmark:
         """The benchmark with this suite's overrides applied."""

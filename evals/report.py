@@ -2,8 +2,10 @@
 
 Cells are the benchmark's headline metric in percent (pass@1; IFEval prompt-level loose), one
 decimal; `average` is the plain mean of the five. With the `table1` suite the markdown shows the
-paper's number and the difference beside each cell. With a baseline CSV (same header) every cell
-that moved by more than the noise band is marked.
+paper's number and the difference beside each cell. Rows named `ROW@POLICY` (the same model scored
+under the other chat-template policy) form a second table with their difference from `ROW`. With a
+baseline CSV (same header) every cell that moved by more than its noise band is marked; the band is
+one number for every cell or a CSV of the table's layout with one band per cell.
 """
 
 from __future__ import annotations
@@ -35,6 +37,58 @@ def read_table(path: Path) -> dict[str, dict[str, float]]:
     }
 
 
+Band = float | dict[str, dict[str, float]]
+
+
+def band_of(band: Band, row: str, col: str) -> float:
+    """The noise band of one cell: a number, or the cell of a band table (0 where it has none)."""
+    if isinstance(band, dict):
+        return band.get(row, {}).get(col, 0.0)
+    return float(band)
+
+
+def read_band(value: str | float) -> Band:
+    """`--noise-band`: points, or a CSV of per-cell bands."""
+    try:
+        return float(value)
+    except ValueError:
+        return read_table(Path(value))
+
+
+def compare(table, base, band: Band) -> list[dict]:
+    """Cells that moved beyond their band, rows missing on either side, in table order."""
+    out = []
+    for row in [*table, *(r for r in base if r not in table)]:
+        if row not in base or row not in table:
+            out.append({"row": row, "column": None, "change": "new row" if row in table else "missing row"})
+            continue
+        for c in [*COLUMNS, "average"]:
+            if c in base[row] and c in table[row]:
+                d = round(table[row][c] - base[row][c], 1)
+                if abs(d) > band_of(band, row, c):
+                    out.append(
+                        {"row": row, "column": c, "baseline": base[row][c], "now": table[row][c],
+                         "delta": d, "band": band_of(band, row, c)}
+                    )
+    return out
+
+
+def describe(moved: list[dict]) -> str:
+    """One line per moved cell, for a terminal."""
+    if not moved:
+        return "no cell moved beyond its noise band"
+    lines = [f"{len(moved)} cell(s) moved beyond the noise band:"]
+    for m in moved:
+        if m["column"] is None:
+            lines.append(f"  {m['row']}: {m['change']}")
+        else:
+            lines.append(
+                f"  {m['row']:<24} {m['column']:<14} {m['baseline']:6.1f} -> {m['now']:6.1f}"
+                f"  ({m['delta']:+.1f}, band {m['band']:.1f})"
+            )
+    return "\n".join(lines)
+
+
 def cell_value(score_file: Path) -> float:
     res = json.loads(Path(score_file).read_text())
     return 100.0 * res["metrics"][res["headline"]]
@@ -62,25 +116,43 @@ def to_csv(table) -> str:
     return out.getvalue()
 
 
-def to_markdown(
-    table, title: str, notes: list[str], paper=None, baseline=None, band: float = 0.5
-) -> str:
+def _rows_md(table, rows, paper, baseline, band, relative_to=None) -> list[str]:
     cols = [*COLUMNS, "average"]
-    lines = [f"# {title}", "", *notes, ""]
-    lines.append("| model | " + " | ".join(cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
-    for row, vals in table.items():
-        cells = []
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for row in rows:
+        vals, cells = table[row], []
         for c in cols:
             cell = f"{vals[c]:.1f}"
             if paper and row in paper and c in paper[row]:
                 cell += f" (paper {paper[row][c]:.1f}, {vals[c] - paper[row][c]:+.1f})"
+            ref = relative_to(row) if relative_to else None
+            if ref in table:
+                cell += f" ({vals[c] - table[ref][c]:+.1f})"
             if baseline and row in baseline and c in baseline[row]:
-                d = vals[c] - baseline[row][c]
-                if abs(d) > band:
+                d = round(vals[c] - baseline[row][c], 1)
+                if abs(d) > band_of(band, row, c):
                     cell += f" **moved {d:+.1f}**"
             cells.append(cell)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(
+    table, title: str, notes: list[str], paper=None, baseline=None, band: Band = 0.5
+) -> str:
+    main = [r for r in table if "@" not in r]
+    other = [r for r in table if "@" in r]
+    lines = [f"# {title}", "", *notes, "", *_rows_md(table, main, paper, baseline, band)]
+    if other:
+        policy = other[0].split("@", 1)[1]
+        lines += [
+            "",
+            f"## Template effect: the same models under the `{policy}` policy",
+            "",
+            "Beside each cell: the difference from the row above scored under the main policy.",
+            "",
+            *_rows_md(table, other, None, baseline, band, relative_to=lambda r: r.split("@")[0]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -117,7 +189,7 @@ def write_report(
     suite: str,
     template: str,
     baseline: Path | None = None,
-    band: float = 0.5,
+    band: Band = 0.5,
     extra: dict | None = None,
 ) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record."""
@@ -134,8 +206,9 @@ def write_report(
             "Beside each cell: the paper's number and the difference (run-to-run noise about ±0.5 pt, more on AIME)."
         )
     if base:
+        what = f"{band} pt" if not isinstance(band, dict) else "their per-cell band"
         notes.append(
-            f"Compared with baseline {baseline}: cells that moved more than {band} pt are marked **moved**."
+            f"Compared with baseline {baseline}: cells that moved more than {what} are marked **moved**."
         )
     record = {
         "suite": suite,
@@ -144,12 +217,18 @@ def write_report(
         "paper": paper,
         "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
         "moved": sorted(
-            [row, c, round(table[row][c] - base[row][c], 1)]
-            for row in table
-            if base and row in base
-            for c in [*COLUMNS, "average"]
-            if c in base[row] and abs(table[row][c] - base[row][c]) > band
+            [m["row"], m["column"], m["delta"]]
+            for m in (compare(table, base, band) if base else [])
+            if m["column"] is not None
         ),
+        "baseline_rows_changed": [
+            [m["row"], m["change"]] for m in (compare(table, base, band) if base else []) if m["column"] is None
+        ],
+        "template_effect": {
+            row: {c: round(v - table[row.split("@")[0]][c], 1) for c, v in vals.items()}
+            for row, vals in table.items()
+            if "@" in row and row.split("@")[0] in table
+        },
         "scores": {
             row: {c: str(Path(p).resolve()) for c, p in files.items()}
             for row, files in cells.items()

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import merges
+from merges.deps import code_record
 
 MERGE_JSON = "merge.json"
 SOURCE_JSON = "source.json"  # {"repo_id", "revision"} written next to downloaded models
@@ -49,6 +50,7 @@ def merge_record(
         "method": method.name,
         "params": params.model_dump(),
         "method_source_sha256": method.source_hash(),
+        "code": code_record(method.fn.__module__),
         "base": model_identity(spec.base),
         "experts": [model_identity(e) for e in spec.experts],
         "stats": [

@@ -29,23 +29,23 @@ def evals_cli(*args):
 
 
 def test_humaneval_and_plus_share_one_generation():
-    groups = plan("demo", None)
+    groups = plan("smoke", None)
     assert list(groups) == ["aime24", "aime25", "humaneval", "ifeval"]
-    assert list(plan("demo", ["humanevalplus"])) == ["humaneval"]
+    assert list(plan("smoke", ["humanevalplus"])) == ["humaneval"]
     assert get_suite("table1").benchmark("aime24").sampling.n == 32
-    assert get_suite("demo").benchmark("aime24").sampling.n == 2
+    assert get_suite("smoke").benchmark("aime24").sampling.n == 2
 
 
 def test_template_errors_before_the_engine_starts(tiny_family, tmp_path):
     base, experts = tiny_family
     with pytest.raises(EvalInputError, match="has no chat template, which the 'paper' policy uses"):
-        generate(base, "demo", tmp_path / "s")
+        generate(base, "smoke", tmp_path / "s")
     with pytest.raises(EvalInputError, match="per_task.*--domain-template math=DIR"):
-        generate(experts[0], "demo", tmp_path / "s", template="per_task")
-    with pytest.raises(EvalInputError, match="unknown suite 'tiny'; valid suites: demo, table1"):
+        generate(experts[0], "smoke", tmp_path / "s", template="per_task")
+    with pytest.raises(EvalInputError, match="unknown suite 'tiny'; valid suites: demo, smoke, table1"):
         generate(experts[0], "tiny", tmp_path / "s")
-    with pytest.raises(EvalInputError, match="suite 'demo' has no benchmark 'mmlu'"):
-        generate(experts[0], "demo", tmp_path / "s", benchmarks=["mmlu"])
+    with pytest.raises(EvalInputError, match="suite 'smoke' has no benchmark 'mmlu'"):
+        generate(experts[0], "smoke", tmp_path / "s", benchmarks=["mmlu"])
     assert not (tmp_path / "s").exists()
 
 
@@ -61,7 +61,7 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
     domains = [
         f"--domain-template={d}={e}" for d, e in zip(("math", "code", "if"), experts, strict=True)
     ]
-    args = ["generate", "--model", merged, "--suite", "demo", "--output", out]
+    args = ["generate", "--model", merged, "--suite", "smoke", "--output", out]
     args += ["--template", "per_task", *domains, "--limit", "3", "--enforce-eager"]
     r = evals_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -47,6 +47,7 @@ def reduced_config(path: Path) -> Path:
     cfg["merges"] = {"regmean": {"method": "regmean"}}
     cfg["eval"]["limit"] = 2
     cfg["eval"]["threads"] = 1
+    cfg["eval"].pop("compare_template", None)
     out = path / "config/slurm-test.yaml"
     out.write_text(yaml.safe_dump(cfg))
     return out

@@ -125,28 +125,49 @@ def _mtimes(folder: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*.json")}
 
 
+SMOKE = ("--configfile", "config/smoke.yaml")
+
+
+def job_counts(out: str) -> dict:
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def scheduled_merges(out: str, run: str) -> set:
+    prefix = f"results/{run}/models/"
+    return {
+        line.split(prefix, 1)[1].strip().rstrip(",")
+        for line in out.splitlines()
+        if line.strip().startswith("output:") and prefix in line and "verified" not in line
+    }
+
+
 @pytest.mark.slow
-def test_demo_dag_interrupted_resumed_and_regression(tmp_path):
+def test_smoke_dag_interrupted_resumed_and_regression(tmp_path):
     repo = repo_copy(tmp_path / "repo")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "snakemake"), "--cores", "2"],
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", *SMOKE],
         cwd=repo,
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    scores = repo / "results/demo/scores"
+    scores = repo / "results/smoke/scores"
     deadline = time.time() + 1500
     while time.time() < deadline and len(list(scores.rglob("*.json"))) < 5:
         time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running jobs, mid-run
     proc.wait(timeout=300)
-    done = _mtimes(repo / "results/demo")
+    done = _mtimes(repo / "results/smoke")
     assert len([p for p in done if "scores" in p.parts]) >= 5
     # a job cut off between writing its output and being registered as finished is incomplete and
     # rightly rerun; every other finished output must stay untouched
-    plan = snakemake("-n", "--cores", "2", cwd=repo)
+    plan = snakemake("-n", "--cores", "2", *SMOKE, cwd=repo)
     assert plan.returncode == 0, (plan.stdout + plan.stderr)[-3000:]
     again = {
         (repo / f.strip()).resolve()
@@ -160,14 +181,14 @@ def test_demo_dag_interrupted_resumed_and_regression(tmp_path):
         if p.resolve() not in again and p.parent.resolve() not in again
     }
     assert len([p for p in done if "scores" in p.parts]) >= 3
-    r = snakemake("--cores", "2", cwd=repo, timeout=2400)
+    r = snakemake("--cores", "2", *SMOKE, cwd=repo, timeout=2400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert all(p.stat().st_mtime_ns == t for p, t in done.items() if p.exists()), (
         "finished outputs were redone"
     )
     assert not list((repo / "results").rglob(".*partial*"))
 
-    table = repo / "results/demo/table1"
+    table = repo / "results/smoke/table1"
     for ext in ("md", "csv", "json", "png"):
         assert table.with_suffix(f".{ext}").stat().st_size > 0
     rows = list(csv.reader(table.with_suffix(".csv").open()))
@@ -184,24 +205,26 @@ def test_demo_dag_interrupted_resumed_and_regression(tmp_path):
     assert names[:2] == ["zero_shot", "expert"] and len(names) == 12 and "actmat" in names
     assert all(0.0 <= float(x) <= 100.0 for r in rows[1:] for x in r[1:])
     record = json.loads(table.with_suffix(".json").read_text())
-    assert record["template_policy"] == "paper" and record["suite"] == "demo"
+    assert record["template_policy"] == "paper" and record["suite"] == "smoke"
 
-    # regression mode: touching one method's source reruns only its merge, generation and scoring
-    (repo / "merges/methods/tsv.py").touch()
-    r = snakemake("-n", "--cores", "2", cwd=repo)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0
-    jobs = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            jobs[parts[0]] = int(parts[1])
-    assert (
-        jobs.get("merge_model") == 1
-        and jobs.get("generate_samples") == 1
-        and jobs.get("score_samples") == 5
-    )
-    assert "results/demo/models/tsv" in out and "results/demo/models/ties" not in out
+    # regression mode: touching a file reruns exactly the merges whose code imports it (read off
+    # the sources by hand here), their generations and scores, and the report
+    for touched, merges in [
+        ("merges/methods/tsv.py", {"tsv"}),
+        ("merges/linalg.py", {"tsv", "iso_cts", "actmat", "regmean"}),
+        ("merges/methods/ties.py", {"ties", "dare"}),
+        ("merges/io.py", set(yaml.safe_load((repo / "config/smoke.yaml").read_text())["merges"])),
+    ]:
+        (repo / touched).touch()
+        r = snakemake("-n", "--cores", "2", *SMOKE, cwd=repo)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-3000:]
+        jobs = job_counts(out)
+        assert scheduled_merges(out, "smoke") == merges, touched
+        assert jobs.get("generate_samples") == len(merges)
+        assert jobs.get("score_samples") == 5 * len(merges) and jobs.get("report_table") == 1
+        assert "collect_stats" not in jobs and "verify_models" not in jobs
+        snakemake("--touch", "--cores", "1", *SMOKE, cwd=repo, check=True)
 
     # a baseline table marks cells that moved beyond the noise band
     base = tmp_path / "baseline.csv"
@@ -218,7 +241,7 @@ def test_demo_dag_interrupted_resumed_and_regression(tmp_path):
             "--output",
             tmp_path / "cmp",
             "--suite",
-            "demo",
+            "smoke",
             "--template",
             "paper",
             "--baseline",

@@ -13,6 +13,7 @@ sys.path.insert(
 
 from evals.errors import EvalInputError  # noqa: E402
 from evals.registry import get_suite  # noqa: E402
+from merges.deps import code_files, code_record  # noqa: E402
 from merges.errors import MergeInputError  # noqa: E402
 from merges.hub import slug  # noqa: E402
 from merges.registry import get_method  # noqa: E402
@@ -25,6 +26,8 @@ EXPERTS = list(MODELS["experts"])
 MERGES = config["merges"]
 EVAL = config["eval"]
 MD = config["merge_defaults"]
+# rows also scored under the other template policy are the models "NAME@POLICY"
+COMPARE = EVAL.get("compare_template")
 
 
 def config_error(key, msg):
@@ -45,6 +48,14 @@ def check_config():
                 print(
                     f"warning: {key}.revision {m['revision']!r} is not a commit hash; the resolved commit is recorded in source.json",
                     file=sys.stderr,
+                )
+    if MODELS["source"] == "demo":
+        for name in ["base", *EXPERTS]:
+            if not Path("demofamily/models", name, "config.json").exists():
+                config_error(
+                    "models.source",
+                    f"the demo family's demofamily/models/{name} is missing; it ships with the repository "
+                    "(git checkout demofamily/models) and `python -m demofamily build` regenerates it",
                 )
     tok = MODELS.get("tokenizer_from", EXPERTS[0])
     if tok not in EXPERTS:
@@ -86,9 +97,17 @@ def check_config():
             "eval.suite",
             f"suite {suite.name!r} lacks {sorted(missing)}, which the Table 1 report needs",
         )
+    if COMPARE and COMPARE == EVAL["template"]:
+        config_error(
+            "eval.compare_template",
+            f"{COMPARE!r} is already eval.template; name the other policy or drop the key",
+        )
     base = config["report"].get("baseline")
     if base and not Path(base).exists():
         config_error("report.baseline", f"{base} does not exist")
+    band = config["report"]["noise_band"]
+    if isinstance(band, str) and not Path(band).is_file():
+        config_error("report.noise_band", f"{band} is neither a number nor an existing CSV file")
 
 
 check_config()
@@ -105,9 +124,12 @@ SUITE = get_suite(EVAL["suite"])
 BENCHMARKS = list(SUITE.benchmarks)
 
 
+VARIANTS = [f"{m}@{COMPARE}" for m in ["base", *MERGES]] if COMPARE else []
+
+
 wildcard_constraints:
     run=re.escape(RUN),
-    model="|".join(map(re.escape, ["base", *EXPERTS, *MERGES])),
+    model="|".join(map(re.escape, ["base", *EXPERTS, *MERGES, *VARIANTS])),
     merge_id="|".join(map(re.escape, MERGES)),
     expert="|".join(map(re.escape, EXPERTS)),
     benchmark="|".join(map(re.escape, BENCHMARKS)),
@@ -117,12 +139,21 @@ def model_dir(name):
     """Folder of the base or an expert."""
     if MODELS["source"] == "tiny":
         return f"resources/tiny/{name}"
+    if MODELS["source"] == "demo":
+        return f"demofamily/models/{name}"
     m = MODELS["base"] if name == "base" else MODELS["experts"][name]
     return f"resources/hub/{slug(m['repo_id'])}/{m['revision']}"
 
 
+def split_variant(model):
+    """(model name, template policy) of a generation target "NAME" or "NAME@POLICY"."""
+    name, _, policy = model.partition("@")
+    return name, policy or EVAL["template"]
+
+
 def eval_model_dir(model):
-    return f"results/{RUN}/models/{model}" if model in MERGES else model_dir(model)
+    name = split_variant(model)[0]
+    return f"results/{RUN}/models/{name}" if name in MERGES else model_dir(name)
 
 
 def benchmark_domain(benchmark):
@@ -131,8 +162,9 @@ def benchmark_domain(benchmark):
 
 def row_benchmarks(model):
     """Benchmarks a model is scored on: an expert only on its own domain, the rest on all."""
-    if model in EXPERTS:
-        return [b for b in BENCHMARKS if benchmark_domain(b) == model]
+    name = split_variant(model)[0]
+    if name in EXPERTS:
+        return [b for b in BENCHMARKS if benchmark_domain(b) == name]
     return BENCHMARKS
 
 
@@ -152,6 +184,9 @@ def report_cells():
         if owners:
             cells.append(("expert", b, owners[0]))
     cells += [(mid, b, mid) for mid in MERGES for b in BENCHMARKS]
+    if COMPARE:
+        cells += [(f"zero_shot@{COMPARE}", b, f"base@{COMPARE}") for b in BENCHMARKS]
+        cells += [(f"{m}@{COMPARE}", b, f"{m}@{COMPARE}") for m in MERGES for b in BENCHMARKS]
     return cells
 
 
@@ -170,13 +205,15 @@ def merge_setting(merge_id, key):
     return MERGES[merge_id].get(key, MD[key])
 
 
-def method_source(w):
-    """The method's source file: an input, so editing or touching it reruns this merge."""
-    return str(
-        get_method(MERGES[w.merge_id]["method"])
-        .source_file()
-        .relative_to(Path(workflow.basedir).resolve())
-    )
+def method_module(merge_id):
+    return get_method(MERGES[merge_id]["method"]).fn.__module__
+
+
+def merge_code(w):
+    """Every project file the merge's result depends on (merges.deps): inputs, so editing or
+    touching one reruns exactly the merges that use it."""
+    base = Path(workflow.basedir).resolve()
+    return [str(p.relative_to(base)) for p in code_files(method_module(w.merge_id))]
 
 
 def merge_stats(w):
@@ -185,11 +222,12 @@ def merge_stats(w):
 
 
 def template_options(w):
-    if EVAL["template"] == "per_task":
+    name, policy = split_variant(w.model)
+    if policy == "per_task":
         domains = " ".join(f"--domain-template {e}={model_dir(e)}" for e in EXPERTS)
         return f"--template per_task {domains}"
     if (
-        w.model == "base"
+        name == "base"
     ):  # the base has no chat template; the paper used the tokenizer_from expert's
         return f"--template paper --template-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"
     return "--template paper"

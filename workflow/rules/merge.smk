@@ -1,5 +1,6 @@
-"""One merged model per config entry. The method's source file is an input and its hash a
-parameter, so editing (or touching) a method reruns that merge and everything downstream of it.
+"""One merged model per config entry. Every project file the merge depends on (the engine's and
+the method's import closure, merges.deps) is an input and their joint hash a parameter, so editing
+(or touching) a method or a helper it uses reruns those merges and everything downstream of them.
 """
 
 
@@ -9,7 +10,7 @@ rule merge_model:
         experts=[model_dir(e) for e in EXPERTS],
         verified=f"results/{RUN}/models/verified.json",
         stats=merge_stats,
-        method_source=method_source,
+        code=merge_code,
     output:
         directory(f"results/{RUN}/models/{{merge_id}}"),
     log:
@@ -22,7 +23,7 @@ rule merge_model:
         runtime=MD["runtime"],
     params:
         method=lambda w: MERGES[w.merge_id]["method"],
-        source_sha256=lambda w: get_method(MERGES[w.merge_id]["method"]).source_hash(),
+        code_sha256=lambda w: code_record(method_module(w.merge_id))["sha256"],
         options=lambda w, input: " ".join(
             [f"--expert {e}" for e in input.experts]
             + [f"--stats {s}" for s in input.stats]

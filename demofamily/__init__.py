@@ -1,0 +1,3 @@
+"""The demo's trained model family: synthetic skills in the real benchmarks' formats, a tiny base
+pretrained on a generic mix, and three experts fine-tuned from it (math, code, instruction following).
+"""

@@ -1,0 +1,156 @@
+"""`python -m demofamily build`: data splits, tokenizer, base and experts, in one seeded run.
+
+Writes the evaluation split as the demo suite's fixtures (`evals/fixtures/demo/`), calibration
+prompts from the training split (`config/demo_calibration/`), and the four HF folders with a
+`source.json` that records the recipe, the seed, versions and each weight file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+from demofamily import corpus, tasks_code, tasks_if, tasks_math
+from demofamily.recipe import Recipe
+from demofamily.tokenizer import train_tokenizer
+from demofamily.train import fit, model_config
+from merges.tiny import TEMPLATES, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAINS = ("math", "code", "if")
+
+
+def splits(r: Recipe) -> dict:
+    """{domain: (train, eval)}; math's eval split is two benchmarks' worth."""
+    return {
+        "math": tasks_math.split(r.seed, 2 * r.n_eval),
+        "code": tasks_code.split(r.seed, r.n_eval),
+        "if": tasks_if.split(r.seed, r.n_eval),
+    }
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+
+
+def write_data(r: Recipe, parts: dict, fixtures: Path, calibration: Path, n_calib: int = 64) -> None:
+    math_eval = parts["math"][1]
+    _jsonl(fixtures / "aime24.jsonl", tasks_math.aime_rows(math_eval[: r.n_eval], "demo24"))
+    _jsonl(fixtures / "aime25.jsonl", tasks_math.aime_rows(math_eval[r.n_eval :], "demo25"))
+    _jsonl(fixtures / "humanevalplus.jsonl", tasks_code.humaneval_rows(parts["code"][1]))
+    _jsonl(fixtures / "ifeval_input_data.jsonl", tasks_if.ifeval_rows(parts["if"][1], r.seed))
+    for d in DOMAINS:
+        ex = corpus.expert_examples(d, parts[d][0], r.seed)
+        rng = random.Random(r.seed)
+        picked = rng.sample(ex, n_calib)
+        _jsonl(
+            calibration / f"{d}.jsonl",
+            [{"messages": [{"role": "user", "content": corpus.user_text(d, f)[0]}]} for f, _ in picked],
+        )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Path]:
+    """Write the data under `data_root` (evals/fixtures/demo, config/demo_calibration) and the
+    four model folders under `output`; return the folders."""
+    torch.manual_seed(r.seed)
+    torch.set_num_threads(r.threads)
+    torch.use_deterministic_algorithms(True)
+    parts = splits(r)
+    write_data(r, parts, data_root / "evals/fixtures/demo", data_root / "config/demo_calibration")
+    render_tok = tiny_tokenizer()  # only renders chat templates (Jinja), vocabulary unused
+    examples = {d: corpus.expert_examples(d, parts[d][0], r.seed) for d in DOMAINS}
+    rendered = {
+        d: [(corpus.render(render_tok, d, f), c + corpus.END[d]) for f, c in examples[d]] for d in DOMAINS
+    }
+    midtrain = corpus.midtraining(
+        render_tok, examples, random.Random(r.seed), r.midtrain_docs, r.p_on_format
+    )
+    mix = corpus.generic_mix(r.seed, r.mix_docs, parts, midtrain)
+    texts = [d if isinstance(d, str) else "".join(d) for d in mix]
+    tok = train_tokenizer(texts + [p + c for d in DOMAINS for p, c in rendered[d]], r.vocab_size,
+                          corpus.fixed_phrases())
+    log(f"tokenizer: {len(tok)} tokens")
+
+    def enc(text):
+        return tok(text, add_special_tokens=False).input_ids
+
+    stream = []
+    for doc in mix:  # a chat document is prompt and answer tokenized apart, as at generation
+        ids = enc(doc) if isinstance(doc, str) else enc(doc[0]) + enc(doc[1])
+        stream += ids + [tok.eos_token_id]
+    chunks = [stream[i : i + r.base_seq] for i in range(0, len(stream) - r.base_seq, r.base_seq)]
+    sft = {d: [(enc(p) + enc(c), len(enc(p))) for p, c in rendered[d]] for d in DOMAINS}
+    for d in DOMAINS:
+        log(f"{d}: {len(sft[d])} examples, mean {sum(len(s) for s, _ in sft[d]) / len(sft[d]):.0f} tokens")
+    log(f"generic mix: {len(chunks)} chunks of {r.base_seq} tokens")
+
+    from transformers import Olmo3ForCausalLM
+
+    cfg = model_config(r, len(tok), tok)
+    model = Olmo3ForCausalLM(cfg)
+    log(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+    fit(model, lambda g: [(c, 0) for c in g.sample(chunks, r.batch)], r.base_steps, r.base_lr,
+        tok.pad_token_id, r.seed, log, "base")
+    base_state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    states = {"base": base_state}
+    for i, d in enumerate(DOMAINS):
+        model.load_state_dict({k: v.float() for k, v in base_state.items()})
+        n_replay = round(r.batch * r.replay)
+
+        def sample(g, d=d, n_replay=n_replay):
+            return g.sample(sft[d], r.batch - n_replay) + [(c, 0) for c in g.sample(chunks, n_replay)]
+
+        fit(model, sample, r.expert_steps, r.expert_lr, tok.pad_token_id, r.seed + 1 + i, log, d)
+        states[d] = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    return save(output, states, cfg, tok, r)
+
+
+def save(output: Path, states: dict, cfg, tok, r: Recipe) -> list[Path]:
+    from transformers import GenerationConfig, Olmo3ForCausalLM
+
+    output = Path(output)
+    tmp = output.parent / f".{output.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    gen = GenerationConfig(
+        eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")],
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+    )
+    model = Olmo3ForCausalLM(cfg).to(torch.bfloat16)
+    for name, state in states.items():
+        folder = tmp / name
+        model.load_state_dict(state)
+        model.save_pretrained(folder, safe_serialization=True)
+        gen.save_pretrained(folder)
+        tok.chat_template = TEMPLATES.get(name)
+        tok.save_pretrained(folder)
+        for f in folder.glob("chat_template*") if name == "base" else []:
+            f.unlink()
+        (folder / "source.json").write_text(
+            json.dumps(
+                {
+                    "source": "demofamily",
+                    "name": name,
+                    "recipe": r.model_dump(),
+                    "versions": {"python": platform.python_version(), "torch": torch.__version__},
+                    "sha256": {f.name: _sha256(f) for f in sorted(folder.glob("*.safetensors"))},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    if output.exists():
+        shutil.rmtree(output)
+    tmp.rename(output)
+    return [output / n for n in states]

@@ -1,0 +1,26 @@
+"""The family's recipe: every size, step count, learning rate and seed, recorded with the weights."""
+
+from __future__ import annotations
+
+import pydantic
+
+
+class Recipe(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    seed: int = 0
+    vocab_size: int = 1024
+    hidden: int = 128
+    intermediate: int = 384
+    layers: int = 4
+    threads: int = 2
+    batch: int = 32
+    base_steps: int = 2500
+    base_lr: float = 3e-3
+    base_seq: int = 96
+    mix_docs: int = 40000
+    midtrain_docs: int = 15000
+    p_on_format: float = 0.3
+    expert_steps: int = 500
+    expert_lr: float = 5e-4
+    replay: float = 0.25
+    n_eval: int = 50

@@ -1,0 +1,74 @@
+"""The demo as a regression check: the trained family's DAG reproduces the committed expected
+table, a method broken on purpose moves its own rows and no other, and undoing the break gives
+back the identical table (the rerun branch is deterministic)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.report import read_table
+from tests.test_workflow import ENV, job_counts, repo_copy, scheduled_merges, snakemake
+
+EXPECTED = Path("config/demo_expected")
+BROKEN = ("return p.scale * task.deltas.sum(0)", "return -p.scale * task.deltas.sum(0)")
+
+
+def compare(repo: Path, table: Path, baseline: Path, band: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "evals", "compare", table, baseline, "--noise-band", band]
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=ENV)
+
+
+@pytest.mark.slow
+def test_a_broken_method_moves_only_its_own_rows(tmp_path):
+    repo = repo_copy(tmp_path / "repo")
+    r = snakemake("--cores", "2", cwd=repo, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    table = repo / "results/demo/table1.csv"
+    ok = compare(repo, table, EXPECTED / "table1.csv", str(EXPECTED / "band.csv"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    first = table.read_bytes()
+    baseline = tmp_path / "baseline.csv"
+    baseline.write_bytes(first)
+
+    # break task arithmetic in the copy (a sign-flipped task vector); nothing tracked is edited
+    method = repo / "merges/methods/task_arithmetic.py"
+    source = method.read_text()
+    assert BROKEN[0] in source
+    method.write_text(source.replace(*BROKEN))
+    cfg = yaml.safe_load((repo / "config/demo.yaml").read_text())
+    cfg["report"] = {"baseline": str(baseline), "noise_band": str(EXPECTED / "band.csv")}
+    regress = repo / "config/demo-regression.yaml"
+    regress.write_text(yaml.safe_dump(cfg))
+
+    plan = snakemake("-n", "--cores", "2", "--configfile", regress, cwd=repo)
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    jobs = job_counts(out)
+    assert scheduled_merges(out, "demo") == {"task_arithmetic"}
+    assert jobs["generate_samples"] == 2 and jobs["score_samples"] == 10  # own and @paper rows
+    assert "collect_stats" not in jobs
+
+    r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    import json
+
+    record = json.loads((repo / "results/demo/table1.json").read_text())
+    moved_rows = {row for row, _, _ in record["moved"]}
+    assert moved_rows == {"task_arithmetic", "task_arithmetic@paper"}, record["moved"]
+    md = (repo / "results/demo/table1.md").read_text()
+    for line in md.splitlines():
+        if line.startswith("| "):
+            assert ("**moved" in line) == line.startswith(("| task_arithmetic |", "| task_arithmetic@paper |")), line
+    said = compare(repo, table, baseline, str(EXPECTED / "band.csv"))
+    assert said.returncode == 1 and "task_arithmetic" in said.stdout
+    assert all("task_arithmetic" in l for l in said.stdout.splitlines()[1:]), said.stdout
+    assert read_table(table)["average"] == read_table(baseline)["average"]
+
+    # undo the break: the branch reruns and the table comes back byte for byte
+    method.write_text(source)
+    r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert table.read_bytes() == first
