@@ -13,7 +13,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the demo data, train the base and the three experts")
     b.add_argument("--output", type=Path, default=ROOT / "demofamily" / "models")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    b.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field"
+    )
     args = ap.parse_args(argv)
     fields = dict(kv.split("=", 1) for kv in args.set)
     recipe = Recipe.model_validate(fields)

@@ -40,7 +40,9 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(x) + "\n" for x in rows))
 
 
-def write_data(r: Recipe, parts: dict, fixtures: Path, calibration: Path, n_calib: int = 64) -> None:
+def write_data(
+    r: Recipe, parts: dict, fixtures: Path, calibration: Path, n_calib: int = 64
+) -> None:
     math_eval = parts["math"][1]
     _jsonl(fixtures / "aime24.jsonl", tasks_math.aime_rows(math_eval[: r.n_eval], "demo24"))
     _jsonl(fixtures / "aime25.jsonl", tasks_math.aime_rows(math_eval[r.n_eval :], "demo25"))
@@ -52,7 +54,10 @@ def write_data(r: Recipe, parts: dict, fixtures: Path, calibration: Path, n_cali
         picked = rng.sample(ex, n_calib)
         _jsonl(
             calibration / f"{d}.jsonl",
-            [{"messages": [{"role": "user", "content": corpus.user_text(d, f)[0]}]} for f, _ in picked],
+            [
+                {"messages": [{"role": "user", "content": corpus.user_text(d, f)[0]}]}
+                for f, _ in picked
+            ],
         )
 
 
@@ -71,15 +76,19 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     render_tok = tiny_tokenizer()  # only renders chat templates (Jinja), vocabulary unused
     examples = {d: corpus.expert_examples(d, parts[d][0], r.seed) for d in DOMAINS}
     rendered = {
-        d: [(corpus.render(render_tok, d, f), c + corpus.END[d]) for f, c in examples[d]] for d in DOMAINS
+        d: [(corpus.render(render_tok, d, f), c + corpus.END[d]) for f, c in examples[d]]
+        for d in DOMAINS
     }
     midtrain = corpus.midtraining(
         render_tok, examples, random.Random(r.seed), r.midtrain_docs, r.p_on_format
     )
     mix = corpus.generic_mix(r.seed, r.mix_docs, parts, midtrain)
     texts = [d if isinstance(d, str) else "".join(d) for d in mix]
-    tok = train_tokenizer(texts + [p + c for d in DOMAINS for p, c in rendered[d]], r.vocab_size,
-                          corpus.fixed_phrases())
+    tok = train_tokenizer(
+        texts + [p + c for d in DOMAINS for p, c in rendered[d]],
+        r.vocab_size,
+        corpus.fixed_phrases(),
+    )
     log(f"tokenizer: {len(tok)} tokens")
 
     def enc(text):
@@ -92,7 +101,9 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     chunks = [stream[i : i + r.base_seq] for i in range(0, len(stream) - r.base_seq, r.base_seq)]
     sft = {d: [(enc(p) + enc(c), len(enc(p))) for p, c in rendered[d]] for d in DOMAINS}
     for d in DOMAINS:
-        log(f"{d}: {len(sft[d])} examples, mean {sum(len(s) for s, _ in sft[d]) / len(sft[d]):.0f} tokens")
+        log(
+            f"{d}: {len(sft[d])} examples, mean {sum(len(s) for s, _ in sft[d]) / len(sft[d]):.0f} tokens"
+        )
     log(f"generic mix: {len(chunks)} chunks of {r.base_seq} tokens")
 
     from transformers import Olmo3ForCausalLM
@@ -100,8 +111,16 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     cfg = model_config(r, len(tok), tok)
     model = Olmo3ForCausalLM(cfg)
     log(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
-    fit(model, lambda g: [(c, 0) for c in g.sample(chunks, r.batch)], r.base_steps, r.base_lr,
-        tok.pad_token_id, r.seed, log, "base")
+    fit(
+        model,
+        lambda g: [(c, 0) for c in g.sample(chunks, r.batch)],
+        r.base_steps,
+        r.base_lr,
+        tok.pad_token_id,
+        r.seed,
+        log,
+        "base",
+    )
     base_state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     states = {"base": base_state}
     for i, d in enumerate(DOMAINS):
@@ -109,7 +128,9 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
         n_replay = round(r.batch * r.replay)
 
         def sample(g, d=d, n_replay=n_replay):
-            return g.sample(sft[d], r.batch - n_replay) + [(c, 0) for c in g.sample(chunks, n_replay)]
+            return g.sample(sft[d], r.batch - n_replay) + [
+                (c, 0) for c in g.sample(chunks, n_replay)
+            ]
 
         fit(model, sample, r.expert_steps, r.expert_lr, tok.pad_token_id, r.seed + 1 + i, log, d)
         states[d] = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}

@@ -10,16 +10,90 @@ from __future__ import annotations
 
 import random
 
+from demofamily.split import seeded_split
+
 # family: (name, argument, type, returns, docstring, body, base inputs, plus inputs)
 FAMILIES = {
-    "add": ("add", "x", "int", "int", "Return x plus {k}.", "x + {k}", [[1], [5], [20]], [[-7], [0], [10**6]]),
-    "sub": ("minus", "x", "int", "int", "Return x minus {k}.", "x - {k}", [[50], [3], [9]], [[-4], [0], [10**6]]),
-    "mul": ("times", "x", "int", "int", "Return x times {k}.", "x * {k}", [[2], [3], [10]], [[-3], [0], [12345]]),
-    "gt": ("is_above", "x", "int", "bool", "Return True if x is greater than {k}.", "x > {k}", [[0], [100], [50]], [[-1], [99], [10**6]]),
-    "mod": ("mod", "x", "int", "int", "Return the remainder of x divided by {k}.", "x % {k}", [[100], [7], [45]], [[0], [-9], [10**6 + 3]]),
-    "rep": ("repeat", "s", "str", "str", "Return s repeated {k} times.", "s * {k}", [["ab"], ["x"], ["hi "]], [[""], ["-"], ["abc"]]),
-    "head": ("head", "xs", "list", "list", "Return the first {k} items of xs.", "xs[:{k}]", [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [[9, 8, 7]], [list(range(40))]], [[[]], [[5]], [list(range(100))]]),
-    "tail": ("tail", "xs", "list", "list", "Return the last {k} items of xs.", "xs[-{k}:]", [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [list(range(40))], [[3, 2, 1]]], [[[7]], [list(range(100))], [list(range(-50, 0))]]),
+    "add": (
+        "add",
+        "x",
+        "int",
+        "int",
+        "Return x plus {k}.",
+        "x + {k}",
+        [[1], [5], [20]],
+        [[-7], [0], [10**6]],
+    ),
+    "sub": (
+        "minus",
+        "x",
+        "int",
+        "int",
+        "Return x minus {k}.",
+        "x - {k}",
+        [[50], [3], [9]],
+        [[-4], [0], [10**6]],
+    ),
+    "mul": (
+        "times",
+        "x",
+        "int",
+        "int",
+        "Return x times {k}.",
+        "x * {k}",
+        [[2], [3], [10]],
+        [[-3], [0], [12345]],
+    ),
+    "gt": (
+        "is_above",
+        "x",
+        "int",
+        "bool",
+        "Return True if x is greater than {k}.",
+        "x > {k}",
+        [[0], [100], [50]],
+        [[-1], [99], [10**6]],
+    ),
+    "mod": (
+        "mod",
+        "x",
+        "int",
+        "int",
+        "Return the remainder of x divided by {k}.",
+        "x % {k}",
+        [[100], [7], [45]],
+        [[0], [-9], [10**6 + 3]],
+    ),
+    "rep": (
+        "repeat",
+        "s",
+        "str",
+        "str",
+        "Return s repeated {k} times.",
+        "s * {k}",
+        [["ab"], ["x"], ["hi "]],
+        [[""], ["-"], ["abc"]],
+    ),
+    "head": (
+        "head",
+        "xs",
+        "list",
+        "list",
+        "Return the first {k} items of xs.",
+        "xs[:{k}]",
+        [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [[9, 8, 7]], [list(range(40))]],
+        [[[]], [[5]], [list(range(100))]],
+    ),
+    "tail": (
+        "tail",
+        "xs",
+        "list",
+        "list",
+        "Return the last {k} items of xs.",
+        "xs[-{k}:]",
+        [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [list(range(40))], [[3, 2, 1]]],
+        [[[7]], [list(range(100))], [list(range(-50, 0))]],
+    ),
 }
 KS = range(2, 42)
 
@@ -59,10 +133,8 @@ def generic_snippets(rng: random.Random, n: int) -> list[str]:
 
 
 def split(seed: int, n_eval: int) -> tuple[list, list]:
-    every = tasks()
-    rng = random.Random(seed)
-    rng.shuffle(every)
-    return every[n_eval:], every[:n_eval]
+    """(train, eval): a seeded, disjoint partition."""
+    return seeded_split(tasks(), seed, n_eval)
 
 
 def humaneval_rows(ts: list, start: int = 0) -> list[dict]:

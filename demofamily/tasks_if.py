@@ -11,35 +11,124 @@ from __future__ import annotations
 import itertools
 import random
 
+from demofamily.split import seeded_split
+
 # topic: (sentence with a comma, three facts without commas)
 TOPICS = {
-    "the sea": ("The sea is wide, deep and blue.", ["Fish swim in the sea.", "The sea has waves.", "The sea is salty."]),
-    "the moon": ("The moon is pale, round and quiet.", ["The moon orbits the earth.", "The moon has craters.", "The moon lights the night."]),
-    "tea": ("Tea is warm, calm and kind.", ["Tea comes from leaves.", "Tea is served hot.", "Many people drink tea."]),
-    "a forest": ("A forest is green, dark and old.", ["Trees grow in a forest.", "Birds nest in a forest.", "A forest smells of pine."]),
-    "a river": ("A river is long, cold and fast.", ["A river runs to the sea.", "Rivers carve valleys.", "A river has two banks."]),
-    "the sun": ("The sun is bright, hot and huge.", ["The sun is a star.", "The sun rises in the east.", "Plants need the sun."]),
-    "a city": ("A city is busy, loud and bright.", ["A city has many streets.", "People work in a city.", "A city never sleeps."]),
-    "a cat": ("A cat is soft, proud and quick.", ["A cat can climb trees.", "Cats like to sleep.", "A cat has whiskers."]),
-    "a dog": ("A dog is loyal, warm and playful.", ["A dog can fetch a ball.", "Dogs like long walks.", "A dog guards the house."]),
-    "winter": ("Winter is cold, white and still.", ["Snow falls in winter.", "Days are short in winter.", "Lakes freeze in winter."]),
-    "summer": ("Summer is long, warm and lazy.", ["Summer days are long.", "People swim in summer.", "Fruit ripens in summer."]),
-    "a garden": ("A garden is quiet, green and full.", ["Flowers bloom in a garden.", "A garden needs water.", "Bees visit a garden."]),
-    "music": ("Music is loud, sweet and free.", ["Music has a rhythm.", "People dance to music.", "Music can be sad."]),
-    "a book": ("A book is old, thick and wise.", ["A book has many pages.", "A book tells a story.", "Books fill a library."]),
-    "rain": ("Rain is wet, grey and soft.", ["Rain falls from clouds.", "Rain fills the rivers.", "Plants drink the rain."]),
-    "a mountain": ("A mountain is tall, cold and steep.", ["Snow sits on a mountain.", "A mountain has a peak.", "People climb a mountain."]),
-    "bread": ("Bread is fresh, warm and plain.", ["Bread is made from flour.", "Bread is baked in an oven.", "People eat bread daily."]),
-    "a train": ("A train is long, fast and loud.", ["A train runs on rails.", "A train has many cars.", "A train stops at stations."]),
-    "the wind": ("The wind is cool, wild and strong.", ["The wind moves the clouds.", "The wind turns mills.", "The wind can howl."]),
-    "a bird": ("A bird is small, light and free.", ["A bird can fly.", "A bird builds a nest.", "Birds sing at dawn."]),
-    "coffee": ("Coffee is dark, hot and strong.", ["Coffee comes from beans.", "Coffee wakes people up.", "Coffee smells rich."]),
-    "a school": ("A school is busy, bright and large.", ["Children learn at a school.", "A school has teachers.", "A school has a bell."]),
-    "the night": ("The night is dark, calm and long.", ["Stars shine at night.", "Owls hunt at night.", "People sleep at night."]),
-    "an apple": ("An apple is red, sweet and crisp.", ["An apple grows on a tree.", "An apple has seeds.", "Apples can be green."]),
+    "the sea": (
+        "The sea is wide, deep and blue.",
+        ["Fish swim in the sea.", "The sea has waves.", "The sea is salty."],
+    ),
+    "the moon": (
+        "The moon is pale, round and quiet.",
+        ["The moon orbits the earth.", "The moon has craters.", "The moon lights the night."],
+    ),
+    "tea": (
+        "Tea is warm, calm and kind.",
+        ["Tea comes from leaves.", "Tea is served hot.", "Many people drink tea."],
+    ),
+    "a forest": (
+        "A forest is green, dark and old.",
+        ["Trees grow in a forest.", "Birds nest in a forest.", "A forest smells of pine."],
+    ),
+    "a river": (
+        "A river is long, cold and fast.",
+        ["A river runs to the sea.", "Rivers carve valleys.", "A river has two banks."],
+    ),
+    "the sun": (
+        "The sun is bright, hot and huge.",
+        ["The sun is a star.", "The sun rises in the east.", "Plants need the sun."],
+    ),
+    "a city": (
+        "A city is busy, loud and bright.",
+        ["A city has many streets.", "People work in a city.", "A city never sleeps."],
+    ),
+    "a cat": (
+        "A cat is soft, proud and quick.",
+        ["A cat can climb trees.", "Cats like to sleep.", "A cat has whiskers."],
+    ),
+    "a dog": (
+        "A dog is loyal, warm and playful.",
+        ["A dog can fetch a ball.", "Dogs like long walks.", "A dog guards the house."],
+    ),
+    "winter": (
+        "Winter is cold, white and still.",
+        ["Snow falls in winter.", "Days are short in winter.", "Lakes freeze in winter."],
+    ),
+    "summer": (
+        "Summer is long, warm and lazy.",
+        ["Summer days are long.", "People swim in summer.", "Fruit ripens in summer."],
+    ),
+    "a garden": (
+        "A garden is quiet, green and full.",
+        ["Flowers bloom in a garden.", "A garden needs water.", "Bees visit a garden."],
+    ),
+    "music": (
+        "Music is loud, sweet and free.",
+        ["Music has a rhythm.", "People dance to music.", "Music can be sad."],
+    ),
+    "a book": (
+        "A book is old, thick and wise.",
+        ["A book has many pages.", "A book tells a story.", "Books fill a library."],
+    ),
+    "rain": (
+        "Rain is wet, grey and soft.",
+        ["Rain falls from clouds.", "Rain fills the rivers.", "Plants drink the rain."],
+    ),
+    "a mountain": (
+        "A mountain is tall, cold and steep.",
+        ["Snow sits on a mountain.", "A mountain has a peak.", "People climb a mountain."],
+    ),
+    "bread": (
+        "Bread is fresh, warm and plain.",
+        ["Bread is made from flour.", "Bread is baked in an oven.", "People eat bread daily."],
+    ),
+    "a train": (
+        "A train is long, fast and loud.",
+        ["A train runs on rails.", "A train has many cars.", "A train stops at stations."],
+    ),
+    "the wind": (
+        "The wind is cool, wild and strong.",
+        ["The wind moves the clouds.", "The wind turns mills.", "The wind can howl."],
+    ),
+    "a bird": (
+        "A bird is small, light and free.",
+        ["A bird can fly.", "A bird builds a nest.", "Birds sing at dawn."],
+    ),
+    "coffee": (
+        "Coffee is dark, hot and strong.",
+        ["Coffee comes from beans.", "Coffee wakes people up.", "Coffee smells rich."],
+    ),
+    "a school": (
+        "A school is busy, bright and large.",
+        ["Children learn at a school.", "A school has teachers.", "A school has a bell."],
+    ),
+    "the night": (
+        "The night is dark, calm and long.",
+        ["Stars shine at night.", "Owls hunt at night.", "People sleep at night."],
+    ),
+    "an apple": (
+        "An apple is red, sweet and crisp.",
+        ["An apple grows on a tree.", "An apple has seeds.", "Apples can be green."],
+    ),
 }
-KEYWORDS = ["bright", "gentle", "simple", "golden", "silver", "happy", "ancient", "tiny", "clever", "lucky"]
-END_PHRASES = ["Is there anything else I can help with?", "Any other questions?", "Let me know if you have additional questions."]
+KEYWORDS = [
+    "bright",
+    "gentle",
+    "simple",
+    "golden",
+    "silver",
+    "happy",
+    "ancient",
+    "tiny",
+    "clever",
+    "lucky",
+]
+END_PHRASES = [
+    "Is there anything else I can help with?",
+    "Any other questions?",
+    "Let me know if you have additional questions.",
+]
 
 TEXT = {
     "change_case:english_capital": "Your entire response should be in English, and in all capital letters.",
@@ -58,7 +147,13 @@ PAIRS = [
     (a, b)
     for a, b in itertools.product(
         [*CASE, "punctuation:no_comma", "detectable_format:number_bullet_lists"],
-        ["startend:quotation", "detectable_format:title", "keywords:existence", "startend:end_checker", "detectable_content:postscript"],
+        [
+            "startend:quotation",
+            "detectable_format:title",
+            "keywords:existence",
+            "startend:end_checker",
+            "detectable_content:postscript",
+        ],
     )
     if not (a == "detectable_format:number_bullet_lists" and b == "startend:quotation")
 ]
@@ -136,10 +231,8 @@ def items() -> list[tuple[str, tuple]]:
 
 
 def split(seed: int, n_eval: int) -> tuple[list, list]:
-    every = items()
-    rng = random.Random(seed)
-    rng.shuffle(every)
-    return every[n_eval:], every[:n_eval]
+    """(train, eval): a seeded, disjoint partition."""
+    return seeded_split(items(), seed, n_eval)
 
 
 def with_kwargs(item: tuple, rng: random.Random) -> tuple[str, tuple, list[dict]]:

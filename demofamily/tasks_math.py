@@ -7,7 +7,7 @@ The worked answer is column arithmetic that the base has seen as isolated facts
 
 from __future__ import annotations
 
-import random
+from demofamily.split import seeded_split
 
 
 def problems() -> list[tuple[str, int, int]]:
@@ -45,16 +45,15 @@ def facts() -> list[str]:
     out = [f"{x} + {y} + {c} = {x + y + c}" for x in range(10) for y in range(10) for c in (0, 1)]
     out += [f"{x} + {y} = {x + y}" for x in range(10) for y in range(10)]
     out += [f"{x} * {y} = {x * y}" for x in range(10) for y in range(10)]
-    out += [f"{x} * {y} + {c} = {x * y + c}" for x in range(10) for y in range(10) for c in range(9)]
+    out += [
+        f"{x} * {y} + {c} = {x * y + c}" for x in range(10) for y in range(10) for c in range(9)
+    ]
     return out
 
 
 def split(seed: int, n_eval: int) -> tuple[list, list]:
-    """(train problems, eval problems): a seeded, disjoint partition."""
-    every = problems()
-    rng = random.Random(seed)
-    rng.shuffle(every)
-    return every[n_eval:], every[:n_eval]
+    """(train, eval): a seeded, disjoint partition."""
+    return seeded_split(problems(), seed, n_eval)
 
 
 def aime_rows(probs: list, prefix: str) -> list[dict]:

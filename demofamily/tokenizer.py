@@ -15,7 +15,8 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 def train_tokenizer(texts: list[str], vocab_size: int, phrases: list[str]):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+
+    from merges.tiny import hf_tokenizer
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -34,10 +35,4 @@ def train_tokenizer(texts: list[str], vocab_size: int, phrases: list[str]):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|endoftext|>",
-        pad_token="<|pad|>",
-        bos_token=None,
-        unk_token=None,
-    )
+    return hf_tokenizer(tok)

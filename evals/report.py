@@ -60,15 +60,23 @@ def compare(table, base, band: Band) -> list[dict]:
     out = []
     for row in [*table, *(r for r in base if r not in table)]:
         if row not in base or row not in table:
-            out.append({"row": row, "column": None, "change": "new row" if row in table else "missing row"})
+            out.append(
+                {"row": row, "column": None, "change": "new row" if row in table else "missing row"}
+            )
             continue
         for c in [*COLUMNS, "average"]:
             if c in base[row] and c in table[row]:
                 d = round(table[row][c] - base[row][c], 1)
                 if abs(d) > band_of(band, row, c):
                     out.append(
-                        {"row": row, "column": c, "baseline": base[row][c], "now": table[row][c],
-                         "delta": d, "band": band_of(band, row, c)}
+                        {
+                            "row": row,
+                            "column": c,
+                            "baseline": base[row][c],
+                            "now": table[row][c],
+                            "delta": d,
+                            "band": band_of(band, row, c),
+                        }
                     )
     return out
 
@@ -222,7 +230,9 @@ def write_report(
             if m["column"] is not None
         ),
         "baseline_rows_changed": [
-            [m["row"], m["change"]] for m in (compare(table, base, band) if base else []) if m["column"] is None
+            [m["row"], m["change"]]
+            for m in (compare(table, base, band) if base else [])
+            if m["column"] is None
         ],
         "template_effect": {
             row: {c: round(v - table[row.split("@")[0]][c], 1) for c, v in vals.items()}

@@ -34,7 +34,6 @@ TEMPLATES = {"math": MATH_TEMPLATE, "code": CHATML_TEMPLATE, "if": CHATML_TEMPLA
 def tiny_tokenizer():
     """Byte-level BPE with no merges (256 byte tokens) plus OLMo-style special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
@@ -42,6 +41,13 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL)
+    return hf_tokenizer(tok)
+
+
+def hf_tokenizer(tok):
+    """A `tokenizers` object as a transformers tokenizer with OLMo-style EOS and padding."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|endoftext|>",

@@ -61,10 +61,12 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     md = (repo / "results/demo/table1.md").read_text()
     for line in md.splitlines():
         if line.startswith("| "):
-            assert ("**moved" in line) == line.startswith(("| task_arithmetic |", "| task_arithmetic@paper |")), line
+            assert ("**moved" in line) == line.startswith(
+                ("| task_arithmetic |", "| task_arithmetic@paper |")
+            ), line
     said = compare(repo, table, baseline, str(EXPECTED / "band.csv"))
     assert said.returncode == 1 and "task_arithmetic" in said.stdout
-    assert all("task_arithmetic" in l for l in said.stdout.splitlines()[1:]), said.stdout
+    assert all("task_arithmetic" in line for line in said.stdout.splitlines()[1:]), said.stdout
     assert read_table(table)["average"] == read_table(baseline)["average"]
 
     # undo the break: the branch reruns and the table comes back byte for byte
