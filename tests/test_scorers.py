@@ -243,3 +243,46 @@ def test_find_zero_passes_with_a_valid_root(tmp_path):
     ]
     res = _score(tmp_path, "humaneval", rows, data=data)
     assert res["items"][0]["correct"] == [True, True, False]
+
+
+def test_compare_lists_moved_cells_with_per_cell_bands(tmp_path):
+    from evals.report import compare, describe, read_band
+
+    head = "model,humaneval,humanevalplus,aime24,aime25,ifeval,average\n"
+    (tmp_path / "base.csv").write_text(
+        head + "a,10.0,10.0,10.0,10.0,10.0,10.0\nb,0.0,0.0,0.0,0.0,0.0,0.0\n"
+    )
+    (tmp_path / "band.csv").write_text(
+        head + "a,4.0,4.0,4.0,4.0,4.0,2.0\nb,0.0,0.0,0.0,0.0,0.0,0.0\n"
+    )
+    now = {
+        "a": {
+            "humaneval": 14.0,
+            "humanevalplus": 14.1,
+            "aime24": 10,
+            "aime25": 10,
+            "ifeval": 10,
+            "average": 10.8,
+        },
+        "c": {
+            "humaneval": 0,
+            "humanevalplus": 0,
+            "aime24": 0,
+            "aime25": 0,
+            "ifeval": 0,
+            "average": 0,
+        },
+    }
+    from evals.report import read_table
+
+    moved = compare(now, read_table(tmp_path / "base.csv"), read_band(str(tmp_path / "band.csv")))
+    cells = [(m["row"], m["column"], m.get("delta"), m.get("change")) for m in moved]
+    assert cells == [
+        ("a", "humanevalplus", 4.1, None),
+        ("c", None, None, "new row"),
+        ("b", None, None, "missing row"),
+    ]
+    assert "humanevalplus" in describe(moved) and describe([]).startswith("no cell moved")
+    assert compare(now, read_table(tmp_path / "base.csv"), read_band("5")) == [
+        m for m in moved if m["column"] is None
+    ]
