@@ -36,8 +36,12 @@ def splits(r: Recipe) -> dict:
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows as JSONL; an identical file is left alone, so its mtime reruns nothing."""
+    text = "".join(json.dumps(x) + "\n" for x in rows)
+    if path.exists() and path.read_text() == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    path.write_text(text)
 
 
 def write_data(

@@ -107,7 +107,9 @@ def check_config():
         config_error("report.baseline", f"{base} does not exist")
     band = config["report"]["noise_band"]
     if isinstance(band, str) and not Path(band).is_file():
-        config_error("report.noise_band", f"{band} is neither a number nor an existing CSV file")
+        config_error(
+            "report.noise_band", f"{band} is neither a number nor an existing CSV file"
+        )
 
 
 check_config()
@@ -186,7 +188,9 @@ def report_cells():
     cells += [(mid, b, mid) for mid in MERGES for b in BENCHMARKS]
     if COMPARE:
         cells += [(f"zero_shot@{COMPARE}", b, f"base@{COMPARE}") for b in BENCHMARKS]
-        cells += [(f"{m}@{COMPARE}", b, f"{m}@{COMPARE}") for m in MERGES for b in BENCHMARKS]
+        cells += [
+            (f"{m}@{COMPARE}", b, f"{m}@{COMPARE}") for m in MERGES for b in BENCHMARKS
+        ]
     return cells
 
 
