@@ -218,6 +218,7 @@ def write_report(
         notes.append(
             f"Compared with baseline {baseline}: cells that moved more than {what} are marked **moved**."
         )
+    changes = compare(table, base, band) if base else []
     record = {
         "suite": suite,
         "template_policy": template,
@@ -225,15 +226,9 @@ def write_report(
         "paper": paper,
         "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
         "moved": sorted(
-            [m["row"], m["column"], m["delta"]]
-            for m in (compare(table, base, band) if base else [])
-            if m["column"] is not None
+            [m["row"], m["column"], m["delta"]] for m in changes if m["column"] is not None
         ),
-        "baseline_rows_changed": [
-            [m["row"], m["change"]]
-            for m in (compare(table, base, band) if base else [])
-            if m["column"] is None
-        ],
+        "baseline_rows_changed": [[m["row"], m["change"]] for m in changes if m["column"] is None],
         "template_effect": {
             row: {c: round(v - table[row.split("@")[0]][c], 1) for c, v in vals.items()}
             for row, vals in table.items()
