@@ -3,18 +3,18 @@
 Item ids: AIME the 0-based position in the data; HumanEval the `task_id`; IFEval the `key`.
 HumanEval data may be the EvalPlus HumanEval+ release (base_input/plus_input) or the original
 HumanEval (a `test` function); for the latter the base inputs are recorded by running its
-`check(candidate)` on the canonical solution in a subprocess, and there are no plus tests.
+`check(candidate)` on the canonical solution in the sandbox (`evals.sandbox`), and there are no
+plus tests.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals import sandbox
 from evals.errors import EvalInputError
 from evals.registry import FIXTURES, Benchmark
 from evals.samples import read_jsonl
@@ -56,25 +56,20 @@ RECORD_INPUTS = textwrap.dedent(
         return fn(*args)
     exec(task["test"], ns)
     ns["check"](candidate)
-    print(json.dumps(calls))
+    emit(calls)
     """
 )
 
 
 def _record_base_inputs(row: dict, path) -> list:
-    """Inputs the original HumanEval `check` passes to the candidate (trusted canonical code, subprocess)."""
-    r = subprocess.run(
-        [sys.executable, "-c", RECORD_INPUTS],
-        input=json.dumps(row),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if r.returncode != 0:
+    """Inputs the original HumanEval `check` passes to the candidate (the data's code, sandboxed)."""
+    out = sandbox.run_python(RECORD_INPUTS, json.dumps(row).encode(), timeout=120)
+    if out.status != "ok":
         raise EvalInputError(
-            f"{path}: could not record the test inputs of {row['task_id']}: {r.stderr[-500:]}"
+            f"{path}: could not record the test inputs of {row['task_id']} "
+            f"({out.status}: {out.detail.strip()[-500:]}); check its canonical_solution and test"
         )
-    return json.loads(r.stdout)
+    return out.result
 
 
 def humaneval_items(rows: list[dict], path) -> list[Item]:

@@ -1,27 +1,31 @@
-"""HumanEval / HumanEval+ with EvalPlus's own sandboxed checker.
+"""HumanEval / HumanEval+ with EvalPlus's own checker, inside the project's sandbox.
 
 Expected outputs come from EvalPlus running the canonical solutions (cached by EvalPlus, keyed by a
-hash of the problems); every candidate runs through `evalplus.evaluate.check_correctness`, which
-executes it in a separate, resource-limited process, never in this one. Identical (task, solution)
-pairs are checked once. HumanEval = base tests; HumanEval+ = base and plus tests.
+hash of the problems). Every candidate runs in its own sandbox (`evals.sandbox`), where a small
+runner makes the calls `evalplus.evaluate.check_correctness` makes (`untrusted_check` on the base,
+then the plus tests, with EvalPlus's time and memory limits), so statuses are EvalPlus's own. A
+candidate whose sandbox dies (it kills the runner, runs past the time bound, ...) fails alone, with
+the sandbox's status in `base_status` and the reason in `errors`. Identical (task, solution) pairs
+are checked once. HumanEval = base tests; HumanEval+ = base and plus tests.
 
 EvalPlus 0.3.1's special oracle for `find_zero` (HumanEval/32) `continue`s before recording the
 test as passed, so every candidate, the canonical solution included, comes back "fail". For that
 one task the program gets a small appended checker that applies the same oracle
 (|poly(xs, x)| <= atol) and returns True, and EvalPlus's generic path compares it with True, still
-inside EvalPlus's sandbox.
+inside the sandbox.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import pickle
 import re
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from evals import sandbox
 from evals.errors import EvalInputError
 from evals.scorers.passk import passk_metrics
 
@@ -49,10 +53,26 @@ def _mergeeval_find_zero_ok(xs, atol):
 """
 
 
-def _check(key, problem, expected, plus):
-    """check_correctness, with the find_zero oracle routed around EvalPlus 0.3.1's defect."""
-    from evalplus.evaluate import check_correctness
+RUNNER = """
+import pickle, sys
+job = pickle.loads(sys.stdin.buffer.read())
+from evalplus.eval import untrusted_check
+problem, expected = job["problem"], job["expected"]
+status = {}
+for part in job["parts"]:
+    status[part] = untrusted_check(
+        "humaneval", job["program"], problem[part + "_input"], problem["entry_point"],
+        expected=expected[part], atol=problem["atol"], ref_time=expected[part + "_time"],
+        fast_check=True,
+    )[0]
+emit(status)
+"""
+PER_CHECK_BOUND = 60 + 4  # EvalPlus's own bound on one untrusted_check (EVALPLUS_TIMEOUT_PER_TASK)
 
+
+def _check(key, problem, expected, plus) -> dict:
+    """EvalPlus statuses {"base": ..., "plus": ...} of one program, or the sandbox's failure
+    {"base": status, "plus": status, "error": reason}; find_zero routed around EvalPlus's defect."""
     tid, program = key
     if problem["entry_point"] == "find_zero":
         atol = problem["atol"] or 1e-6
@@ -69,7 +89,29 @@ def _check(key, problem, expected, plus):
             plus=[True] * len(problem["plus_input"]),
         )
         program = program + FIND_ZERO_CHECK
-    return check_correctness("humaneval", 0, problem, program, expected, not plus, True)
+    parts = ["base", "plus"] if plus else ["base"]
+    job = {"program": program, "problem": problem, "expected": expected, "parts": parts}
+    bound = 5 + sum(min(PER_CHECK_BOUND, _time_bound(expected[f"{p}_time"])) for p in parts)
+    out = sandbox.run_python(RUNNER, pickle.dumps(job), timeout=bound, memory=_memory())
+    if out.status == "ok":
+        return out.result
+    status = {p: out.status for p in parts}
+    return dict(status, error=f"{out.status}: {out.detail.strip()[-300:]}")
+
+
+def _time_bound(ref_time: list) -> float:
+    """untrusted_check's wall bound for these reference times (its time limits summed, + 3 s)."""
+    from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
+
+    return 3 + sum(max(DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR * t) for t in ref_time)
+
+
+def _memory() -> int | None:
+    """Address space for the runner: EvalPlus's own limit for the candidate, plus room for itself."""
+    from evalplus.eval import query_maximum_memory_bytes
+
+    limit = query_maximum_memory_bytes()
+    return None if limit is None else limit + (2 << 30)
 
 
 def _problems(items: dict) -> dict:
@@ -102,19 +144,19 @@ def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]
         p = problems[row["id"]]
         for completion in row["completions"]:
             jobs.setdefault((row["id"], assemble(p["prompt"], completion, p["entry_point"])), None)
-    workers = int(os.environ.get("EVALPLUS_WORKERS", os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=sandbox.workers()) as pool:
         futures = {
             key: pool.submit(_check, key, problems[key[0]], expected[key[0]], plus) for key in jobs
         }
         for key, fut in tqdm(futures.items(), desc="evalplus", unit="program", disable=None):
             res = fut.result()
-            base_ok = res["base"][0] == PASS
+            base_ok = res["base"] == PASS
             jobs[key] = (
                 base_ok,
-                base_ok and (not plus or res["plus"][0] == PASS),
-                res["base"][0],
-                res.get("plus", (None,))[0],
+                base_ok and (not plus or res["plus"] == PASS),
+                res["base"],
+                res.get("plus"),
+                res.get("error"),
             )
     per_item, n, c = [], [], []
     for row in samples:
@@ -130,6 +172,7 @@ def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]
                 "correct": ok,
                 "base_status": [r[2] for r in results],
                 "plus_status": [r[3] for r in results],
+                "errors": [r[4] for r in results],
             }
         )
         n.append(len(ok))

@@ -1,0 +1,168 @@
+"""Run untrusted Python (model-written code, data files' test code) in a throwaway sandbox.
+
+Each program runs as `python -I -c PROGRAM` in its own session in a fresh temporary working
+directory, reads its job from stdin and reports with `emit(obj)` (JSON, on a descriptor that
+forked children do not inherit; its stdout goes to /dev/null). With bubblewrap (`bwrap`): no
+network, read-only `/`, a private `/tmp`, `/proc` and `/dev`, the working directory the only
+writable path, no capabilities, and its own PID namespace, so every process it starts dies with
+it. Without bwrap (or if bwrap fails its self-test) one warning is printed and programs run as a
+plain subprocess in their own session, killed as a process group when they end ("rlimits-only").
+Both modes limit address space, CPU time and file size; bwrap mode also the number of processes
+(the kernel exempts root from that limit). `mode()` names the mode used, for results to record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+BWRAP = "bwrap"
+NPROC = 128  # processes and threads inside one bwrap sandbox
+FSIZE = 64 << 20  # largest file a program may write
+_mode: str | None = None
+
+PRELUDE = """\
+import json as _json, os as _os, resource as _resource
+for _lim, _val in {limits}:
+    _resource.setrlimit(_lim, (_val, _val) if _lim != _resource.RLIMIT_CPU else (_val, _val + 1))
+_RESULT_FD = _os.dup(1)
+_os.dup2(_os.open(_os.devnull, _os.O_WRONLY), 1)
+_os.register_at_fork(after_in_child=lambda: _os.close(_RESULT_FD))
+
+
+def emit(obj):
+    data = _json.dumps(obj).encode()
+    while data:
+        data = data[_os.write(_RESULT_FD, data):]
+
+
+del _lim, _val
+"""
+
+
+@dataclass
+class Outcome:
+    """status: "ok" (the program emitted a result), "timeout", "killed" (by a signal),
+    "crashed" (nonzero exit) or "no result"; `result` is what it emitted, `detail` why not."""
+
+    status: str
+    result: Any = None
+    detail: str = ""
+
+
+def workers() -> int:
+    """Sandboxes run at once: EVALPLUS_WORKERS, else the number of CPUs."""
+    return max(1, int(os.environ.get("EVALPLUS_WORKERS", os.cpu_count() or 1)))
+
+
+def _env(workdir: str) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+    env.update({k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    env.update({k: v for k, v in os.environ.items() if k.startswith("EVALPLUS_")})
+    return env
+
+
+def _bwrap_argv(workdir: str, env: dict) -> list[str]:
+    argv = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--size", str(256 << 20), "--tmpfs", "/tmp", "--bind", workdir, workdir]
+    argv += ["--chdir", workdir, "--clearenv"]
+    for k, v in env.items():
+        argv += ["--setenv", k, v]
+    return argv + ["--"]
+
+
+def mode() -> str:
+    """ "bwrap" when bubblewrap runs here, else "rlimits-only" (warned about once, on stderr)."""
+    global _mode
+    if _mode is None:
+        why = "not found"
+        if shutil.which(BWRAP):
+            with tempfile.TemporaryDirectory(prefix="mergeeval-sbx-") as wd:
+                argv = _bwrap_argv(wd, _env(wd)) + [sys.executable, "-I", "-c", "print('ok')"]
+                try:
+                    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                    ok = r.returncode == 0 and r.stdout.strip() == "ok"
+                    why = f"self-test failed: {r.stderr.strip()[-300:]}"
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    ok, why = False, f"self-test failed: {e}"
+            if ok:
+                _mode = "bwrap"
+                return _mode
+        _mode = "rlimits-only"
+        print(
+            f"mergeeval: WARNING: bubblewrap ({BWRAP}) {why}; model-written code runs with "
+            "resource limits only, without filesystem, network or process isolation. "
+            "Fix: install bubblewrap (e.g. apt-get install bubblewrap).",
+            file=sys.stderr,
+        )
+    return _mode
+
+
+def run_python(program: str, stdin: bytes, timeout: float, memory: int | None = 6 << 30) -> Outcome:
+    """Run `program` (Python source; `emit(obj)` reports its result) on `stdin` in a sandbox,
+    with `timeout` wall seconds (and as many CPU seconds) and `memory` bytes of address space."""
+    limits = ["(_resource.RLIMIT_CORE, 0)", f"(_resource.RLIMIT_FSIZE, {FSIZE})"]
+    limits.append(f"(_resource.RLIMIT_CPU, {math.ceil(timeout) + 1})")
+    if memory is not None:
+        limits.append(f"(_resource.RLIMIT_AS, {memory})")
+    sandboxed = mode() == "bwrap"
+    if sandboxed:
+        limits.append(f"(_resource.RLIMIT_NPROC, {NPROC})")
+    source = PRELUDE.format(limits="[" + ", ".join(limits) + "]") + program
+    with tempfile.TemporaryDirectory(prefix="mergeeval-sbx-", ignore_cleanup_errors=True) as wd:
+        env = _env(wd)
+        argv = [sys.executable, "-I", "-c", source]
+        if sandboxed:
+            argv = _bwrap_argv(wd, env) + argv
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=wd,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid)
+            proc.communicate()
+            return Outcome("timeout", detail=f"ran past {timeout:g} s")
+        finally:
+            _killpg(proc.pid)
+    tail = err.decode(errors="replace")[-2000:]
+    sig = -proc.returncode if proc.returncode < 0 else 0
+    if sandboxed and proc.returncode > 128:  # bwrap exits 128 + the signal that ended the program
+        sig = proc.returncode - 128
+    if sig:
+        return Outcome("killed", detail=f"{_signame(sig)}; {tail}")
+    if proc.returncode != 0:
+        return Outcome("crashed", detail=f"exit status {proc.returncode}; {tail}")
+    try:
+        return Outcome("ok", json.loads(out))
+    except ValueError:
+        return Outcome("no result", detail=tail)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
