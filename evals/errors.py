@@ -1,5 +1,7 @@
 """User-fixable evaluation errors: one message that names the thing and the fix."""
 
+from mergeeval.errors import InputError
 
-class EvalInputError(ValueError):
+
+class EvalInputError(InputError):
     pass

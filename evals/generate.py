@@ -26,6 +26,7 @@ from evals.errors import EvalInputError
 from evals.registry import get_suite
 from evals.samples import atomic_write_text, meta_path, write_samples
 from evals.templates import resolve_template
+from mergeeval.outputs import guard_output
 
 log = logging.getLogger("evals")
 
@@ -84,6 +85,18 @@ def request_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _read_meta(path: Path) -> dict:
+    """An earlier run's meta, or {} when absent or unreadable (its samples are then redone)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is malformed; its benchmark is generated again", path)
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
     """{generation name: benchmark definition (suite overrides applied)}."""
     suite = get_suite(suite_name)
@@ -118,9 +131,25 @@ def generate(
     model, output = Path(model), Path(output)
     if not (model / "config.json").exists():
         raise EvalInputError(f"model folder {model} has no config.json")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise EvalInputError(f"--limit must be a positive integer, got {limit!r}")
     suite = get_suite(suite_name)
     groups = plan(suite_name, benchmarks)
     data = dict(data or {})
+    unknown = sorted(set(data) - set(groups))
+    if unknown:
+        raise EvalInputError(
+            f"--data {unknown[0]}=...: {unknown[0]!r} is not a benchmark generated here; "
+            f"valid: {', '.join(groups)}"
+        )
+    # the output folder holds samples: it may exist (a resumed run) but never overlap an input
+    guard_output(
+        output,
+        [("model", model), ("template source", template_from)]
+        + [(f"{d} template source", p) for d, p in (domain_templates or {}).items()]
+        + [(f"{b} data file", p) for b, p in data.items()],
+        force=True,
+    )
     args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
     args.update(engine_args or {})
     fingerprint = model_fingerprint(model)
@@ -138,14 +167,12 @@ def generate(
         )
         key = request_key(fingerprint, bench, tmpl, seed, limit, origin, args)
         manifest[gen] = {"samples": path.name, "meta": meta_path(path).name, "request_key": key}
-        old = json.loads(meta_path(path).read_text()) if meta_path(path).exists() else {}
+        old = _read_meta(meta_path(path))
         if path.exists() and old.get("request_key") == key:
             log.info("%s: samples complete, skipped", path)
             continue
         todo.append((gen, bench, items, origin, text, tmpl, path, key))
     output.mkdir(parents=True, exist_ok=True)
-    for stale in output.glob(".*.partial-*"):  # left by an interrupted run
-        stale.unlink()
     if todo:
         _run_engine(model, suite, todo, args, seed, limit, data)
     atomic_write_text(

@@ -9,31 +9,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 from evals.errors import EvalInputError
+from mergeeval.outputs import atomic_file, write_text_atomic
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(Path(path), text)
 
 
 def write_samples(path: Path, rows: list[dict]) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-    if path.suffix == ".gz":
-        with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: same samples, same bytes
-            f.write(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: same samples, same bytes
+                f.write(data)
+        else:
+            tmp.write_bytes(data)
 
 
 def read_jsonl(path: Path, what: str = "data file") -> list[dict]:
@@ -48,8 +42,12 @@ def read_jsonl(path: Path, what: str = "data file") -> list[dict]:
             for lineno, line in enumerate(f, 1):  # noqa: B007 (named in the error)
                 if line.strip():
                     rows.append(json.loads(line))
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not a JSONL file (line {lineno}: {e})") from None
+    except (json.JSONDecodeError, OSError, EOFError, UnicodeDecodeError) as e:
+        kind = "gzip-compressed JSONL" if path.suffix == ".gz" else "UTF-8 JSONL"
+        raise EvalInputError(
+            f"{path}: not a valid {kind} file (near line {max(lineno, 1)}: "
+            f"{e or type(e).__name__}); regenerate or re-download it"
+        ) from None
     if not rows:
         raise EvalInputError(f"{path} holds no items")
     return rows

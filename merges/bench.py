@@ -159,7 +159,8 @@ def bench_layers(workdir: Path, layers: int, method_specs: list[str], device: st
     Each spec is METHOD[:factor_dtype][:key=value,...]; the vocabulary is cut to 1024 rows so that
     the time goes to the blocks. A small SVD/eigh on the device first takes the library warm-up.
     """
-    from merges.engine import MergeSpec, resolve_device, run_merge
+    from merges.device import resolve_device
+    from merges.engine import MergeSpec, run_merge
 
     dev = resolve_device(device)
     for dt in (torch.float32, torch.float64):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
-import sys
 from pathlib import Path
 
+from mergeeval.cli import positive_int
 from merges.errors import MergeInputError
 
 
@@ -49,6 +48,7 @@ def cmd_run(args) -> int:
         rest_policy=args.rest_policy,
         factor_dtype=args.factor_dtype,
         force=args.force,
+        allow_duplicate_experts=args.allow_duplicate_experts,
     )
     record = run_merge(spec, progress=not args.quiet)
     s = record["summary"]
@@ -126,7 +126,10 @@ def cmd_verify(args) -> int:
     }
     text = json.dumps(report, indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        from mergeeval.outputs import guard_output, write_text_atomic
+
+        inputs = [("base", Path(args.base))] + [("expert", Path(e)) for e in args.expert]
+        write_text_atomic(guard_output(Path(args.output), inputs, kind="file"), text)
     print(text, end="")
     return 0
 
@@ -167,7 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float64", "float32"],
         help="dtype of SVD/eigh/solves",
     )
-    r.add_argument("--force", action="store_true", help="replace an existing output folder")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output folder (only one this project wrote: it has merge.json)",
+    )
+    r.add_argument(
+        "--allow-duplicate-experts",
+        action="store_true",
+        help="accept the same expert folder twice (it then counts twice)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
 
@@ -178,13 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--output", required=True)
     s.add_argument(
-        "--max-tokens", type=int, default=512, help="truncate each sequence to this many tokens"
+        "--max-tokens",
+        type=positive_int,
+        default=512,
+        help="truncate each sequence to this many tokens",
     )
     s.add_argument(
         "--chat-template-from", help="folder whose tokenizer chat template wraps the prompts"
     )
-    s.add_argument("--max-prompts", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-prompts", type=positive_int, default=None)
+    s.add_argument("--batch-size", type=positive_int, default=8)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_stats)
@@ -211,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--dataset", required=True)
     dp.add_argument("--revision", required=True)
     dp.add_argument("--output", required=True)
-    dp.add_argument("--n", type=int, default=320)
+    dp.add_argument("--n", type=positive_int, default=320)
     dp.add_argument("--split", default="train")
     dp.add_argument("--seed", type=int, default=0)
     dp.set_defaults(fn=cmd_download_prompts)
@@ -247,10 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except MergeInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mergeeval.cli import add_debug_flag, run
+
+    parser = build_parser()
+    add_debug_flag(parser)
+    return run(parser, argv)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from mergeeval.outputs import atomic_dir, guard_output
 from merges import provenance
+from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.grams import GramStore
 from merges.io import Checkpoint, ShardedWriter
@@ -58,19 +60,8 @@ class MergeSpec:
     rest_policy: str = "mean_delta"
     factor_dtype: str = "float64"
     force: bool = False
+    allow_duplicate_experts: bool = False
     max_shard_bytes: int = 5 * 1024**3
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MergeInputError(
-            "--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto"
-        )
-    if device not in ("cpu", "cuda"):
-        raise MergeInputError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-    return torch.device(device)
 
 
 def check_compatible(
@@ -97,7 +88,7 @@ def check_compatible(
 
 
 def _check_inputs(spec: MergeSpec):
-    """Validate everything before any output exists; return (method, params, base, experts, grams)."""
+    """Validate everything before any output exists; return (method, params, base, experts, grams, tok_src)."""
     method = get_method(spec.method)
     params = method.parse_params(spec.params)
     for key, value, valid in (
@@ -109,10 +100,20 @@ def _check_inputs(spec: MergeSpec):
             raise MergeInputError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
     if not spec.experts:
         raise MergeInputError("no experts given; pass --expert DIR at least once")
-    out = Path(spec.output)
-    if out.exists() and not spec.force:
-        raise MergeInputError(f"output folder {out} exists; remove it or pass --force")
+    tok_src = Path(spec.tokenizer_from or spec.experts[0])
+    guard_output(
+        spec.output,
+        [("base", spec.base)]
+        + [("expert", e) for e in spec.experts]
+        + [("statistics folder", s) for s in spec.stats]
+        + [("tokenizer source", tok_src)],
+        force=spec.force,
+        owned_by=(provenance.MERGE_JSON,),
+    )
+    _check_duplicates(spec)
     base, experts = check_compatible(Path(spec.base), [Path(e) for e in spec.experts])
+    read_config(Path(spec.base))
+    tokenizer_files(tok_src)
     grams = None
     if method.needs_stats:
         if len(spec.stats) != len(spec.experts):
@@ -122,9 +123,52 @@ def _check_inputs(spec: MergeSpec):
                 "create them with `python -m merges stats`"
             )
         grams = [GramStore(s) for s in spec.stats]
+        wanted = {
+            n: base.shape(n)[1]
+            for n in base.names()
+            if tensor_role(n, base.shape(n), method, spec.rest_policy) == "method"
+        }
+        for g in grams:
+            g.check(wanted)
     elif spec.stats:
         raise MergeInputError(f"method {method.name!r} takes no statistics; drop --stats")
-    return method, params, base, experts, grams
+    return method, params, base, experts, grams, tok_src
+
+
+def _check_duplicates(spec: MergeSpec) -> None:
+    seen: dict[str, Path] = {}
+    for e in spec.experts:
+        key = os.path.realpath(e)
+        if key in seen and not spec.allow_duplicate_experts:
+            raise MergeInputError(
+                f"expert {e} is given twice (as {seen[key]} too); drop the repeat, or pass "
+                "--allow-duplicate-experts to weight it twice on purpose"
+            )
+        seen[key] = Path(e)
+
+
+def read_config(model: Path) -> dict:
+    """A model folder's config.json as a dict (one clear error if missing or malformed)."""
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        raise MergeInputError(f"{model} has no config.json; point at a Hugging Face model folder")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MergeInputError(f"{path} is not valid JSON ({e}); download the model again") from None
+    if not isinstance(cfg, dict):
+        raise MergeInputError(f"{path} is not a JSON object; download the model again")
+    return cfg
+
+
+def tokenizer_files(tok_src: Path) -> list[str]:
+    """The tokenizer/chat-template files the tokenizer source has (it must have a tokenizer)."""
+    found = [f for f in TOKENIZER_FILES if (Path(tok_src) / f).is_file()]
+    if not any(f in found for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise MergeInputError(
+            f"tokenizer source {tok_src} has no tokenizer files; pass --tokenizer-from DIR"
+        )
+    return found
 
 
 def _finite_or_fail(x: torch.Tensor, what: str) -> None:
@@ -190,35 +234,25 @@ def _merge_one(name, base, experts, spec, method, params, grams, device, factor_
     return full.to(out_dtype).cpu(), diag
 
 
-def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str) -> Path:
+def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str, tok_src: Path) -> None:
     """config.json from the base (dtype updated); generation config and tokenizer from the tokenizer source."""
-    tok_src = Path(spec.tokenizer_from or spec.experts[0])
-    cfg_path = Path(spec.base) / "config.json"
-    if not cfg_path.exists():
-        raise MergeInputError(f"base {spec.base} has no config.json")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_config(Path(spec.base))
     for key in ("torch_dtype", "dtype"):
         if key in cfg or key == "torch_dtype":
             cfg[key] = out_dtype
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    found = [f for f in TOKENIZER_FILES if (tok_src / f).exists()]
-    if not any(f in found for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        raise MergeInputError(
-            f"tokenizer source {tok_src} has no tokenizer files; pass --tokenizer-from DIR"
-        )
-    for f in (*found, "generation_config.json"):
+    for f in (*tokenizer_files(tok_src), "generation_config.json"):
         src = tok_src / f
         if not src.exists() and f == "generation_config.json":
             src = Path(spec.base) / f
         if src.exists():
             shutil.copyfile(src, folder / f)
-    return tok_src
 
 
 def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     """Merge `spec.experts` into `spec.base` with `spec.method`; return the merge.json record."""
     t_start = time.perf_counter()
-    method, params, base, experts, grams = _check_inputs(spec)
+    method, params, base, experts, grams, tok_src = _check_inputs(spec)
     device = resolve_device(spec.device)
     out_dtype = OUTPUT_DTYPES[spec.dtype]
     factor_dtype = FACTOR_DTYPES[spec.factor_dtype]
@@ -227,10 +261,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     torch.set_float32_matmul_precision("highest")
 
     out = Path(spec.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         names = sorted(base.names())
         plan = []
         for n in names:
@@ -252,7 +283,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             timings[name] = round(time.perf_counter() - t0, 4)
             diagnostics[name] = diag
         writer.close()
-        tok_src = _copy_side_files(spec, tmp, spec.dtype)
+        _copy_side_files(spec, tmp, spec.dtype, tok_src)
         record = provenance.merge_record(
             spec,
             method,
@@ -265,15 +296,5 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             time.perf_counter() - t_start,
         )
         (tmp / provenance.MERGE_JSON).write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():  # --force: replace only once the new folder is complete
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s (%s, %.1f s)", out, method.name, record["timings"]["total_s"])
     return record

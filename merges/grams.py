@@ -48,8 +48,37 @@ class GramStore(TensorStore):
                 f"{self.folder} is not a statistics folder (no {STATS_JSON}); "
                 "create one with `python -m merges stats`"
             )
-        self.meta = json.loads(meta.read_text())
+        try:
+            self.meta = json.loads(meta.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MergeInputError(
+                f"{meta} is not valid JSON ({e}); collect the statistics again"
+            ) from None
+        if not isinstance(self.meta, dict):
+            raise MergeInputError(f"{meta} is not a JSON object; collect the statistics again")
         super().__init__(sorted(self.folder.glob("*.safetensors")))
+
+    def check(self, in_features: dict[str, int]) -> None:
+        """Before merging: a finite fp [n, n] Gram for every weight name -> its input width n."""
+        needed: dict[str, tuple[int, str]] = {}
+        for name, n in in_features.items():
+            needed.setdefault(gram_key(name.removesuffix(".weight")), (n, name))
+        fix = "collect the statistics again with `python -m merges stats` on a model of this shape"
+        for key, (n, name) in needed.items():
+            if key not in self.tensors:
+                raise MergeInputError(
+                    f"statistics folder {self.folder} has no input Gram for {name}; {fix}"
+                )
+            info = self.tensors[key]
+            if info.shape != (n, n) or not info.dtype.is_floating_point:
+                raise MergeInputError(
+                    f"statistics folder {self.folder}: Gram {key} is {info.dtype}{list(info.shape)}, "
+                    f"but {name} needs a float [{n}, {n}]; {fix}"
+                )
+            if not bool(torch.isfinite(self.read(key)).all()):
+                raise MergeInputError(
+                    f"statistics folder {self.folder}: Gram {key} holds nan/inf values; {fix}"
+                )
 
     def gram_for(self, weight_name: str) -> torch.Tensor | None:
         key = gram_key(weight_name.removesuffix(".weight"))

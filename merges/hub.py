@@ -9,12 +9,11 @@ never written to logs or files.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import uuid
 from pathlib import Path
 
+from mergeeval.outputs import atomic_dir, write_text_atomic
 from merges.errors import MergeInputError
 from merges.provenance import SOURCE_JSON
 
@@ -26,11 +25,6 @@ def slug(repo_id: str) -> str:
     return repo_id.replace("/", "--")
 
 
-def _fresh(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-
-
 def download_model(repo_id: str, revision: str, output: Path) -> dict:
     """snapshot_download of the needed files into `output` (atomically); return source.json."""
     from huggingface_hub import HfApi, snapshot_download
@@ -38,8 +32,7 @@ def download_model(repo_id: str, revision: str, output: Path) -> dict:
     output = Path(output)
     if output.exists():
         raise MergeInputError(f"{output} exists; remove it to download again")
-    tmp = _fresh(output)
-    try:
+    with atomic_dir(output) as tmp:
         snapshot_download(repo_id, revision=revision, local_dir=tmp, allow_patterns=MODEL_FILES)
         commit = HfApi().model_info(repo_id, revision=revision).sha
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
@@ -47,10 +40,6 @@ def download_model(repo_id: str, revision: str, output: Path) -> dict:
         (tmp / SOURCE_JSON).write_text(json.dumps(source, indent=2) + "\n")
         if not any(tmp.glob("*.safetensors")):
             raise MergeInputError(f"{repo_id}@{revision} has no safetensors weights")
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return source
 
 
@@ -76,8 +65,5 @@ def download_prompts(
         rows.append(
             {field: value, "source": {"dataset": dataset, "revision": revision, "index": i}}
         )
-    output = Path(output)
-    tmp = _fresh(output)
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    os.replace(tmp, output)
+    write_text_atomic(Path(output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return len(rows)

@@ -50,24 +50,74 @@ class TensorInfo:
     end: int
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+
+
+def _corrupt(path: Path, what: str) -> MergeInputError:
+    return MergeInputError(
+        f"{path}: corrupt safetensors file ({what}); download or save the model again"
+    )
+
+
+def _naturals(xs) -> bool:
+    """A JSON list of non-negative integers."""
+    return isinstance(xs, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs
+    )
+
+
+def _entry(path: Path, name: str, h, base: int, size: int) -> TensorInfo:
+    """One header entry, checked: dtype known, shape and byte range agree and lie in the file."""
+    if not isinstance(h, dict) or not {"dtype", "shape", "data_offsets"} <= set(h):
+        raise _corrupt(path, f"entry {name!r} lacks dtype, shape or data_offsets")
+    dtype, shape, offsets = h["dtype"], h["shape"], h["data_offsets"]
+    if dtype not in DTYPES:
+        raise MergeInputError(f"{path}: tensor {name} has unsupported dtype {dtype!r}")
+    if (
+        not _naturals(shape)
+        or not _naturals(offsets)
+        or len(offsets) != 2
+        or offsets[0] > offsets[1]
+    ):
+        raise _corrupt(path, f"tensor {name}: shape {shape!r} or offsets {offsets!r} malformed")
+    need = math.prod(shape) * torch.empty((), dtype=DTYPES[dtype]).element_size()
+    if offsets[1] - offsets[0] != need:
+        raise _corrupt(
+            path,
+            f"tensor {name}: offsets span {offsets[1] - offsets[0]} bytes, "
+            f"but {dtype}{shape} needs {need}",
+        )
+    if base + offsets[1] > size:
+        raise _corrupt(path, f"tensor {name} ends past the end of the file (truncated?)")
+    return TensorInfo(path, DTYPES[dtype], tuple(shape), base + offsets[0], base + offsets[1])
+
+
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse a safetensors header into `{name: TensorInfo}` and its `__metadata__`."""
+    """Parse and bound a safetensors header into `{name: TensorInfo}` and its `__metadata__`."""
+    path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
+            head = f.read(8)
+            if len(head) < 8:
+                raise _corrupt(path, f"only {len(head)} bytes long")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(MAX_HEADER_BYTES, size - 8):
+                raise _corrupt(path, f"header length {n} exceeds the file's {size} bytes")
             header = json.loads(f.read(n))
     except FileNotFoundError:
         raise MergeInputError(f"missing safetensors shard: {path}") from None
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MergeInputError(f"not a safetensors file: {path} ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _corrupt(path, f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "header is not a JSON object")
     meta = header.pop("__metadata__", {}) or {}
     base = 8 + n
-    infos = {}
-    for name, h in header.items():
-        if h["dtype"] not in DTYPES:
-            raise MergeInputError(f"{path}: tensor {name} has unsupported dtype {h['dtype']}")
-        s, e = h["data_offsets"]
-        infos[name] = TensorInfo(path, DTYPES[h["dtype"]], tuple(h["shape"]), base + s, base + e)
+    infos = {name: _entry(path, name, h, base, size) for name, h in header.items()}
+    spans = sorted((i.start, i.end, name) for name, i in infos.items() if i.end > i.start)
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise _corrupt(path, f"tensors {a} and {b} overlap")
     return infos, meta
 
 
@@ -122,7 +172,7 @@ class Checkpoint(TensorStore):
         index = self.folder / INDEX_NAME
         single = self.folder / SINGLE_NAME
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _weight_map(index)
             files = sorted(set(weight_map.values()))
         elif single.exists():
             weight_map, files = None, [SINGLE_NAME]
@@ -138,6 +188,27 @@ class Checkpoint(TensorStore):
                 raise MergeInputError(
                     f"{index} lists {len(missing)} tensor(s) absent from its shards, e.g. {missing[0]}"
                 )
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The index's `weight_map`, checked: tensor name -> a shard file inside the folder."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise MergeInputError(
+            f"{index} is malformed ({type(e).__name__}: {e}); expected JSON with a 'weight_map' "
+            "object; download the model again or delete the index of a single-file model"
+        ) from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise MergeInputError(f"{index}: 'weight_map' must map tensor names to shard file names")
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or not shard.endswith(".safetensors"):
+            raise MergeInputError(
+                f"{index} names shard {shard!r}; shards must be .safetensors files in the model folder"
+            )
+    return weight_map
 
 
 def _header_bytes(

@@ -18,7 +18,7 @@ from merges.errors import MergeInputError
 class Params(pydantic.BaseModel):
     """Base class of every method's parameters: typed, with defaults, unknown keys rejected."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from merges.engine import resolve_device
+from mergeeval.outputs import atomic_dir, guard_output
+from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.grams import STATS_JSON, gram_key
 from merges.provenance import model_identity, versions
@@ -30,19 +29,24 @@ def read_prompts(path: Path, limit: int | None) -> list[dict]:
     """JSONL lines with a `prompt` string or a `messages` list of {role, content}."""
     if not path.exists():
         raise MergeInputError(f"prompts file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MergeInputError(
+            f"{path} is not UTF-8 text ({e}); save the prompts as UTF-8 JSONL"
+        ) from None
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise MergeInputError(f"{path}:{i}: not JSON ({e})") from None
-        if not isinstance(row, dict) or not (
-            isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list)
-        ):
+        if not isinstance(row, dict) or not _prompt_text(row):
             raise MergeInputError(
-                f"{path}:{i}: expected an object with a 'prompt' string or a 'messages' list"
+                f"{path}:{i}: expected an object with a non-empty 'prompt' string or a 'messages' "
+                "list of {role, content} objects with non-empty content"
             )
         rows.append(row)
         if limit is not None and len(rows) >= limit:
@@ -50,6 +54,23 @@ def read_prompts(path: Path, limit: int | None) -> list[dict]:
     if not rows:
         raise MergeInputError(f"{path} holds no prompts")
     return rows
+
+
+def _prompt_text(row: dict) -> bool:
+    if isinstance(row.get("prompt"), str):
+        return bool(row["prompt"].strip())
+    messages = row.get("messages")
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+        and any(m["content"].strip() for m in messages)
+    )
 
 
 def render(rows: list[dict], tokenizer, template: str | None) -> list[str]:
@@ -82,11 +103,16 @@ def collect_grams(
     """Write `output/` with per-layer Gram safetensors and stats.json; return the metadata."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    output = Path(output)
-    if output.exists() and not force:
-        raise MergeInputError(f"output folder {output} exists; remove it or pass --force")
+    output = guard_output(
+        Path(output),
+        [("model", model), ("prompts file", prompts), ("chat template source", chat_template_from)],
+        force=force,
+        owned_by=(STATS_JSON,),
+    )
     if not (Path(model) / "config.json").exists():
         raise MergeInputError(f"model folder {model} has no config.json")
+    if max_tokens < 1 or batch_size < 1 or (max_prompts is not None and max_prompts < 1):
+        raise MergeInputError("max_tokens, batch_size and max_prompts must be positive integers")
     rows = read_prompts(Path(prompts), max_prompts)
     dev = resolve_device(device)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -163,16 +189,8 @@ def collect_grams(
         "device": str(dev),
         "versions": versions(),
     }
-    tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(output) as tmp:
         for fname, tensors in per_file.items():
             save_file(tensors, tmp / fname, metadata={"format": "pt"})
         (tmp / STATS_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta

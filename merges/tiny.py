@@ -8,10 +8,13 @@ Head dim is 64 because vLLM's CPU attention rejects smaller heads.
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import torch
+
+from mergeeval.outputs import atomic_dir
+from merges.errors import MergeInputError
 
 EXPERTS = ("math", "code", "if")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
@@ -102,31 +105,35 @@ def make_tiny_family(output: Path, seed: int = 0, force: bool = False) -> list[P
     paths = [output / n for n in ("base", *EXPERTS)]
     if all((p / "config.json").exists() for p in paths) and not force:
         return paths
-    tmp = output.parent / f".{output.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
-    config = tiny_config()
-    model = Olmo3ForCausalLM(config).to(torch.bfloat16)
-    base_state = {k: v.clone() for k, v in model.state_dict().items()}
-    gen = GenerationConfig(eos_token_id=256, pad_token_id=259, do_sample=False)
-    for i, name in enumerate(("base", *EXPERTS)):
-        folder = tmp / name
-        if name != "base":
-            g = torch.Generator().manual_seed(seed * 100 + i)
-            state = {
-                k: (v.float() + _task_vector(v, g)).to(torch.bfloat16)
-                for k, v in base_state.items()
-            }
-            model.load_state_dict(state)
-        model.save_pretrained(folder, safe_serialization=True)
-        gen.save_pretrained(folder)
-        tokenizer.chat_template = TEMPLATES.get(name)
-        tokenizer.save_pretrained(folder)
-        if name == "base":
-            for f in folder.glob("chat_template*"):
-                f.unlink()
     if output.exists():
-        shutil.rmtree(output)
-    tmp.rename(output)
+        stray = sorted(set(os.listdir(output)) - {"base", *EXPERTS})
+        if not output.is_dir() or stray or not force:
+            raise MergeInputError(
+                f"{output} exists and is not a complete tiny family written by make-tiny "
+                f"({'it holds ' + stray[0] if stray else 'pass --force to replace it'}); "
+                "choose another --output"
+            )
+    with atomic_dir(output) as tmp:
+        torch.manual_seed(seed)
+        tokenizer = tiny_tokenizer()
+        config = tiny_config()
+        model = Olmo3ForCausalLM(config).to(torch.bfloat16)
+        base_state = {k: v.clone() for k, v in model.state_dict().items()}
+        gen = GenerationConfig(eos_token_id=256, pad_token_id=259, do_sample=False)
+        for i, name in enumerate(("base", *EXPERTS)):
+            folder = tmp / name
+            if name != "base":
+                g = torch.Generator().manual_seed(seed * 100 + i)
+                state = {
+                    k: (v.float() + _task_vector(v, g)).to(torch.bfloat16)
+                    for k, v in base_state.items()
+                }
+                model.load_state_dict(state)
+            model.save_pretrained(folder, safe_serialization=True)
+            gen.save_pretrained(folder)
+            tokenizer.chat_template = TEMPLATES.get(name)
+            tokenizer.save_pretrained(folder)
+            if name == "base":
+                for f in folder.glob("chat_template*"):
+                    f.unlink()
     return paths

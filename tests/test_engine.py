@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mergeeval.errors import InputError
 from merges.engine import MergeSpec, run_merge
-from merges.errors import MergeInputError
 from merges.registry import methods
 from merges.stats import collect_grams
 
@@ -108,9 +108,9 @@ def test_deterministic_bytes_and_sharded_io(tiny_family, tmp_path):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes()
     # a sharded folder is a valid input too: merging it with itself as every expert returns it
     one = tmp_path / "one"
-    run_merge(
-        MergeSpec("average", one, [one, one], tmp_path / "three", device="cpu"), progress=False
-    )
+    dup = MergeSpec("average", one, [one, one], tmp_path / "three", device="cpu")
+    dup.allow_duplicate_experts = True
+    run_merge(dup, progress=False)
     assert all(torch.equal(weights(one)[k], v) for k, v in weights(tmp_path / "three").items())
 
 
@@ -185,7 +185,7 @@ def test_bad_input_fails_cleanly(case, match, tiny_family, tmp_path):
         out.mkdir()
     elif case == "no_experts":
         experts = []
-    with pytest.raises(MergeInputError, match=match):
+    with pytest.raises(InputError, match=match):
         run_merge(MergeSpec(method, base, experts, out, device="cpu", **kw), progress=False)
     assert out.exists() == (case == "exists")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -195,6 +195,7 @@ def test_force_replaces_existing_output(tiny_family, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    (out / "merge.json").write_text("{}")  # an earlier merge's folder: --force may replace it
     run_merge(spec(tiny_family, out, "average", force=True), progress=False)
     assert not (out / "stale.txt").exists() and (out / "merge.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -12,7 +12,7 @@ class DareParams(Params):
     drop_rate: float = Field(0.5, ge=0, lt=1, description="p: probability of dropping each entry")
     scale: float = Field(0.4, description="λ applied to the combined rescaled deltas")
     seed: int = Field(
-        0, description="base seed; task t, tensor NAME use seed + 1000·t + crc32(NAME)"
+        0, ge=0, description="base seed; task t, tensor NAME use seed + 1000·t + crc32(NAME)"
     )
     combine: Literal["sum", "ties"] = Field(
         "sum", description="sum: λΣτ̃_t; ties: λ·TIES elect + disjoint mean of τ̃_t"

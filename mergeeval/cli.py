@@ -1,0 +1,75 @@
+"""The command-line `main()` of both packages: one message per error, cleanup on SIGTERM.
+
+An `InputError` prints `error: ...` and exits 2; a failed write or read of the file system (disk
+full, permission denied) prints one line and exits 1. Tracebacks appear with `--debug` or
+`MERGEEVAL_DEBUG=1`. SIGTERM (what SLURM sends on timeout or scancel) raises `SystemExit(143)`,
+so partial outputs are removed exactly as after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+
+from mergeeval.errors import InputError
+
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand `--debug` (show tracebacks)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def debug_wanted(args=None) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("MERGEEVAL_DEBUG", "") not in (
+        "",
+        "0",
+    )
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse `argv`, call the chosen subcommand's `fn(args)`, and turn errors into exit codes."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.fn(args)
+    except InputError as e:
+        if debug_wanted(args):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug_wanted(args):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        hint = (
+            "free space or choose another output; nothing partial was left"
+            if e.errno in DISK_ERRORS
+            else "set MERGEEVAL_DEBUG=1 for the traceback"
+        )
+        print(f"error: {e.strerror or e}{where}; {hint}", file=sys.stderr)
+        return 1
