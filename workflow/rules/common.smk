@@ -1,6 +1,7 @@
 """Config validation (at DAG-build time, before any job) and the path/input functions of every rule."""
 
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +31,15 @@ MD = config["merge_defaults"]
 COMPARE = EVAL.get("compare_template")
 
 
+def flags(*pairs):
+    """Command-line options with every value shell-quoted: flags(("--expert", path), ...);
+    a pair (FLAG, True) is a bare switch."""
+    return " ".join(
+        flag if value is True else f"{flag} {shlex.quote(str(value))}"
+        for flag, value in pairs
+    )
+
+
 def config_error(key, msg):
     raise ValueError(f"config error at {key}: {msg}")
 
@@ -57,6 +67,20 @@ def check_config():
                     f"the demo family's demofamily/models/{name} is missing; it ships with the repository "
                     "(git checkout demofamily/models) and `python -m demofamily build` regenerates it",
                 )
+    if MODELS["source"] == "hub":
+        seen = {}
+        for name, m in MODELS["experts"].items():
+            ident = (m.get("repo_id"), m.get("revision"))
+            if ident in seen:
+                config_error(
+                    f"models.experts.{name}",
+                    f"the same model as models.experts.{seen[ident]} ({ident[0]}@{ident[1]}); "
+                    "each expert must be a different model",
+                )
+            seen[ident] = name
+    for key in EVAL["env"]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+            config_error(f"eval.env.{key}", "not an environment variable name")
     tok = MODELS.get("tokenizer_from", EXPERTS[0])
     if tok not in EXPERTS:
         config_error(
@@ -228,18 +252,23 @@ def merge_stats(w):
 def template_options(w):
     name, policy = split_variant(w.model)
     if policy == "per_task":
-        domains = " ".join(f"--domain-template {e}={model_dir(e)}" for e in EXPERTS)
-        return f"--template per_task {domains}"
+        return flags(
+            ("--template", "per_task"),
+            *[("--domain-template", f"{e}={model_dir(e)}") for e in EXPERTS],
+        )
     if (
         name == "base"
     ):  # the base has no chat template; the paper used the tokenizer_from expert's
-        return f"--template paper --template-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"
-    return "--template paper"
+        tok = MODELS.get("tokenizer_from", EXPERTS[0])
+        return flags(("--template", "paper"), ("--template-from", model_dir(tok)))
+    return flags(("--template", "paper"))
 
 
 def engine_options():
-    out = []
-    for k, v in EVAL["engine"].items():
-        flag = f"--{k.replace('_', '-')}"
-        out.append(flag if v is True else "" if v is False else f"{flag} {v}")
-    return " ".join(out)
+    return flags(
+        *[
+            (f"--{k.replace('_', '-')}", v)
+            for k, v in EVAL["engine"].items()
+            if v is not False
+        ]
+    )

@@ -14,7 +14,7 @@ rule download_model:
     params:
         repo_id=lambda w: w.repo.replace("--", "/"),
     shell:
-        "python -m merges download --repo-id {params.repo_id} --revision {wildcards.revision} --output {output} > {log} 2>&1"
+        "python -m merges download --repo-id {params.repo_id:q} --revision {wildcards.revision:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule make_tiny_models:
@@ -28,7 +28,7 @@ rule make_tiny_models:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m merges make-tiny --output resources/tiny --force > {log} 2>&1"
+        "python -m merges make-tiny --output resources/tiny --force > {log:q} 2>&1"
 
 
 rule verify_models:
@@ -45,9 +45,9 @@ rule verify_models:
         mem_mb=2000,
         runtime=10,
     params:
-        experts=lambda w, input: " ".join(f"--expert {e}" for e in input.experts),
+        experts=lambda w, input: flags(*[("--expert", e) for e in input.experts]),
     shell:
-        "python -m merges verify --base {input.base} {params.experts} --output {output} > {log} 2>&1"
+        "python -m merges verify --base {input.base:q} {params.experts} --output {output:q} > {log:q} 2>&1"
 
 
 rule download_prompts:
@@ -63,5 +63,5 @@ rule download_prompts:
     params:
         dataset=lambda w: w.dataset.replace("--", "/"),
     shell:
-        "python -m merges download-prompts --dataset {params.dataset} --revision {wildcards.revision} "
-        "--split {wildcards.split} --n {wildcards.n} --output {output} > {log} 2>&1"
+        "python -m merges download-prompts --dataset {params.dataset:q} --revision {wildcards.revision:q} "
+        "--split {wildcards.split:q} --n {wildcards.n:q} --output {output:q} > {log:q} 2>&1"

@@ -19,16 +19,17 @@ rule generate_samples:
         mem_mb=EVAL["mem_mb"],
         runtime=EVAL["runtime"],
     params:
-        benchmarks=lambda w: " ".join(
-            f"--benchmark {b}" for b in row_benchmarks(w.model)
+        benchmarks=lambda w: flags(
+            *[("--benchmark", b) for b in row_benchmarks(w.model)]
         ),
         templates=template_options,
         engine=engine_options(),
-        limit=f"--limit {EVAL['limit']}" if EVAL["limit"] else "",
-        env=" ".join(f"{k}={v}" for k, v in EVAL["env"].items()),
+        limit=flags(("--limit", EVAL["limit"])) if EVAL["limit"] else "",
+        env=" ".join(shlex.quote(f"{k}={v}") for k, v in EVAL["env"].items()),
         outdir=lambda w: f"results/{RUN}/samples/{w.model}",
         suite=SUITE.name,
         seed=EVAL["seed"],
     shell:
-        "env {params.env} python -m evals generate --model {input.model} --suite {params.suite} --output {params.outdir} "
-        "{params.benchmarks} {params.templates} {params.engine} {params.limit} --seed {params.seed} > {log} 2>&1"
+        "env {params.env} python -m evals generate --model {input.model:q} --suite {params.suite:q} "
+        "--output {params.outdir:q} {params.benchmarks} {params.templates} {params.engine} {params.limit} "
+        "--seed {params.seed:q} > {log:q} 2>&1"

@@ -24,22 +24,20 @@ rule merge_model:
     params:
         method=lambda w: MERGES[w.merge_id]["method"],
         code_sha256=lambda w: code_record(method_module(w.merge_id))["sha256"],
-        options=lambda w, input: " ".join(
-            [f"--expert {e}" for e in input.experts]
-            + [f"--stats {s}" for s in input.stats]
-            + [
-                f"--param {k}={v}"
+        options=lambda w, input: flags(
+            *[("--expert", e) for e in input.experts],
+            *[("--stats", st) for st in input.stats],
+            *[
+                ("--param", f"{k}={v}")
                 for k, v in MERGES[w.merge_id].get("params", {}).items()
-            ]
-            + [
-                f"--tokenizer-from {model_dir(MODELS.get('tokenizer_from', EXPERTS[0]))}"
-            ]
-            + [
-                f"--{k.replace('_', '-')} {merge_setting(w.merge_id, k)}"
+            ],
+            ("--tokenizer-from", model_dir(MODELS.get("tokenizer_from", EXPERTS[0]))),
+            *[
+                (f"--{k.replace('_', '-')}", merge_setting(w.merge_id, k))
                 for k in ("dtype", "rest_policy", "factor_dtype")
-            ]
-            + [f"--device {MD['device']}"]
+            ],
+            ("--device", MD["device"]),
         ),
     shell:
-        "python -m merges run --method {params.method} --base {input.base} {params.options} "
-        "--output {output} --force --quiet > {log} 2>&1"
+        "python -m merges run --method {params.method:q} --base {input.base:q} {params.options} "
+        "--output {output:q} --force --quiet > {log:q} 2>&1"

@@ -14,12 +14,14 @@ rule report_table:
         mem_mb=2000,
         runtime=10,
     params:
-        cells=" ".join(
-            f"--cell {row},{b},{score_file(model, b)}"
-            for row, b, model in report_cells()
+        cells=flags(
+            *[
+                ("--cell", f"{row},{b},{score_file(model, b)}")
+                for row, b, model in report_cells()
+            ]
         ),
         baseline=(
-            f"--baseline {config['report']['baseline']}"
+            flags(("--baseline", config["report"]["baseline"]))
             if config["report"]["baseline"]
             else ""
         ),
@@ -28,5 +30,5 @@ rule report_table:
         suite=SUITE.name,
         template=EVAL["template"],
     shell:
-        "python -m evals report {params.cells} --output {params.prefix} --suite {params.suite} "
-        "--template {params.template} {params.baseline} --noise-band {params.band} > {log} 2>&1"
+        "python -m evals report {params.cells} --output {params.prefix:q} --suite {params.suite:q} "
+        "--template {params.template:q} {params.baseline} --noise-band {params.band:q} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule score_samples:
     params:
         samples=lambda w: f"results/{RUN}/samples/{w.model}/{generation_of(w.benchmark)}.jsonl.gz",
     shell:
-        "EVALPLUS_WORKERS={threads} python -m evals score --benchmark {wildcards.benchmark} "
-        "--samples {params.samples} --output {output} > {log} 2>&1"
+        "EVALPLUS_WORKERS={threads} python -m evals score --benchmark {wildcards.benchmark:q} "
+        "--samples {params.samples:q} --output {output:q} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule collect_stats:
         batch_size=config["stats"]["batch_size"],
         device=config["stats"]["device"],
     shell:
-        "python -m merges stats --model {input.model} --prompts {input.prompts} --output {output} "
-        "--max-tokens {params.max_tokens} --batch-size {params.batch_size} --device {params.device} --force > {log} 2>&1"
+        "python -m merges stats --model {input.model:q} --prompts {input.prompts:q} --output {output:q} "
+        "--max-tokens {params.max_tokens:q} --batch-size {params.batch_size:q} --device {params.device:q} --force > {log:q} 2>&1"
