@@ -123,24 +123,26 @@ def run_python(program: str, stdin: bytes, timeout: float, memory: int | None = 
         argv = [sys.executable, "-I", "-c", source]
         if sandboxed:
             argv = _bwrap_argv(wd, env) + argv
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=wd,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _killpg(proc.pid)
-            proc.communicate()
-            return Outcome("timeout", detail=f"ran past {timeout:g} s")
-        finally:
-            _killpg(proc.pid)
-    tail = err.decode(errors="replace")[-2000:]
+        with tempfile.TemporaryFile() as err:  # a file: processes left behind cannot hold it open
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=wd,
+                env=env,
+                start_new_session=True,
+            )
+            try:
+                out, _ = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid)
+                proc.communicate()
+                return Outcome("timeout", detail=f"ran past {timeout:g} s")
+            finally:
+                _killpg(proc.pid)
+            err.seek(max(0, err.seek(0, os.SEEK_END) - 2000))
+            tail = err.read().decode(errors="replace")
     sig = -proc.returncode if proc.returncode < 0 else 0
     if sandboxed and proc.returncode > 128:  # bwrap exits 128 + the signal that ended the program
         sig = proc.returncode - 128

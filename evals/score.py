@@ -1,4 +1,11 @@
-"""Score one benchmark's sample file against its data: ids checked, scorer run, JSON written."""
+"""Score one benchmark's sample file against its data: ids checked, scorer run, JSON written.
+
+Ids must have the data's type exactly (AIME and IFEval: integers; HumanEval: strings); every item
+needs the same number of completions unless `allow_uneven`; a file that lacks items is scored only
+with `subset`, or when its generation recorded a `limit` and it holds exactly the data's first
+`limit` items. The result records `complete` (every item of the data scored) and, for HumanEval,
+the sandbox mode the candidates ran in.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from evals import sandbox
 from evals.data import load_items
 from evals.errors import EvalInputError
 from evals.registry import get_benchmark
@@ -13,15 +21,42 @@ from evals.samples import atomic_write_text, meta_path, read_samples
 from evals.scorers import get_scorer
 
 
-def _normalise_ids(bench_format: str, rows: list[dict], path) -> None:
-    for row in rows:
-        if bench_format in ("aime", "ifeval"):
-            try:
-                row["id"] = int(row["id"])
-            except (TypeError, ValueError):
-                raise EvalInputError(
-                    f"{path}: id {row['id']!r} is not an integer ({bench_format} ids are integers)"
-                ) from None
+def _check_ids(benchmark: str, bench_format: str, rows: list[dict], path) -> None:
+    want, name = (int, "an integer") if bench_format in ("aime", "ifeval") else (str, "a string")
+    for i, row in enumerate(rows, 1):
+        if type(row["id"]) is not want:  # no coercion: true, 1.7 and "1" are not item 1
+            raise EvalInputError(
+                f"{path}: item {i}: id {row['id']!r} is not {name} ({benchmark} ids are "
+                f"{want.__name__}s, as in its data); write the ids exactly as the data has them"
+            )
+
+
+def _check_counts(rows: list[dict], path, allow_uneven: bool) -> None:
+    counts = {r["id"]: len(r["completions"]) for r in rows}
+    if len(set(counts.values())) > 1 and not allow_uneven:
+        lo, hi = min(counts, key=counts.get), max(counts, key=counts.get)
+        raise EvalInputError(
+            f"{path}: items have different numbers of completions ({lo!r}: {counts[lo]}, "
+            f"{hi!r}: {counts[hi]}); pass --allow-uneven to score them (pass@k only for k <= "
+            f"{counts[lo]})"
+        )
+
+
+def _check_complete(benchmark, items, ids, path, meta, subset) -> bool:
+    """True when every item of the data has samples; a partial file needs `subset` or a
+    recorded `limit` that it matches exactly (the data's first `limit` items)."""
+    have = set(ids)
+    missing = [it.id for it in items if it.id not in have]
+    if not missing or subset:
+        return not missing
+    limit = meta.get("limit")
+    if type(limit) is int and limit == len(ids) and have == {it.id for it in items[:limit]}:
+        return False
+    why = f" (its generation recorded limit {limit!r})" if limit is not None else ""
+    raise EvalInputError(
+        f"{path}: no samples for {len(missing)} {benchmark} item(s), e.g. {missing[:5]}{why}; "
+        "pass --subset to score only the items present"
+    )
 
 
 def score_file(
@@ -31,6 +66,7 @@ def score_file(
     data: Path | None = None,
     source: str | None = None,
     subset: bool = False,
+    allow_uneven: bool = False,
 ) -> dict:
     """Score `samples`; the data is `data`, else the source recorded by `generate`, else the hub."""
     bench = get_benchmark(benchmark)
@@ -43,23 +79,19 @@ def score_file(
         data = Path(meta["data_file"])
     items, origin = load_items(bench, data, source)
     by_id = {it.id: it for it in items}
-    _normalise_ids(bench.format, rows, samples)
+    _check_ids(benchmark, bench.format, rows, samples)
     ids = [r["id"] for r in rows]
     unknown = [i for i in ids if i not in by_id]
     if unknown:
         raise EvalInputError(
-            f"{samples}: ids not in the {benchmark} data ({origin}): {unknown[:5]}"
+            f"{samples}: ids not in the {benchmark} data ({origin}): {unknown[:5]}; "
+            "score the samples against the data they were generated from (--data)"
         )
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1}, key=str)
-        raise EvalInputError(f"{samples}: duplicate ids {dup[:5]}")
-    missing = [i for i in by_id if i not in set(ids)]
-    limited = meta.get("limit") is not None
-    if missing and not (subset or limited):
-        raise EvalInputError(
-            f"{samples}: no samples for {len(missing)} {benchmark} item(s), e.g. {missing[:5]}; "
-            "pass --subset to score only the items present"
-        )
+        raise EvalInputError(f"{samples}: duplicate ids {dup[:5]}; keep one row per item")
+    _check_counts(rows, samples, allow_uneven)
+    complete = _check_complete(benchmark, items, ids, samples, meta, subset)
     t0 = time.perf_counter()
     metrics, per_item = get_scorer(bench.scorer)(by_id, rows)
     result = {
@@ -70,6 +102,7 @@ def score_file(
         "headline": bench.headline,
         "data": origin,
         "n_items_in_data": len(items),
+        "complete": complete,
         "samples": str(Path(samples).resolve()),
         "generation": {k: meta.get(k) for k in ("model", "template", "sampling", "suite")}
         if meta
@@ -77,5 +110,7 @@ def score_file(
         "scoring_s": round(time.perf_counter() - t0, 2),
         "items": per_item,
     }
+    if bench.format == "humaneval":
+        result["sandbox"] = sandbox.mode()
     atomic_write_text(Path(output), json.dumps(result, indent=1, default=str) + "\n")
     return result

@@ -10,7 +10,7 @@ from evals.errors import EvalInputError
 from evals.registry import FIXTURES, get_benchmark
 from evals.samples import write_samples
 from evals.score import score_file
-from evals.scorers.aime import extract_answer, to_int
+from evals.scorers.aime import answer_key, extract_answer
 from evals.scorers.passk import pass_at_k, powers_of_two
 
 
@@ -36,18 +36,22 @@ def test_powers_of_two():
 @pytest.mark.parametrize(
     "text,want",
     [
-        ("so the result is \\boxed{55}.", 55),
-        ("first \\boxed{12} then actually \\boxed{\\frac{50}{2}}", 25),
-        ("We get 9 divisors.\nAnswer: 9", 9),
-        ("Answer: $024$", 24),
-        ("\\boxed{024}", 24),
-        ("\\boxed{\\text{156}}", 156),
+        ("so the result is \\boxed{55}.", "55"),
+        ("first \\boxed{12} then actually \\boxed{\\frac{50}{2}}", "25"),
+        ("We get 9 divisors.\nAnswer: 9", "9"),
+        ("Answer: $024$", "24"),
+        ("\\boxed{024}", "24"),
+        ("\\boxed{-0}", "0"),
+        ("\\boxed{\\text{156}}", "156"),
+        ("Answer: " + "0" * 3 + "7" * 5000, "7" * 5000),
         ("no answer here", None),
         ("\\boxed{x + 1}", None),
+        ("\\boxed{10^{100000000}}", None),
     ],
 )
 def test_aime_extraction(text, want):
-    assert to_int(extract_answer(text)) == want
+    key, why = answer_key(extract_answer(text))
+    assert key == want and (why is None) == (want is not None)
 
 
 def _score(tmp_path, benchmark, rows, data=None, **kw):
@@ -78,6 +82,19 @@ def test_aime_scores_and_leading_zeros(tmp_path):
     assert (
         on_disk["benchmark"] == "aime24" and on_disk["n_items"] == 4 and on_disk["n_samples"] == 2
     )
+
+
+def test_aime_unreadable_answers_are_wrong_with_a_reason(tmp_path):
+    huge = ["\\boxed{10^{100000000}}", "Answer: " + "9" * 5000, "\\boxed{" + "1+" * 500 + "1}"]
+    rows = [{"id": 0, "completions": [*huge, "\\boxed{55}", "nothing"]}]
+    res = _score(tmp_path, "aime24", rows, subset=True)
+    item = res["items"][0]
+    assert item["correct"] == [False, False, False, True, False]
+    assert res["scoring_s"] < 20
+    why = item["errors"]
+    assert "digits" in why[0] and why[1] is None and "characters not parsed" in why[2]
+    assert why[3] is None and "no \\boxed{}" in why[4]
+    assert item["extracted"][1] == "9" * 5000
 
 
 def test_aime_local_data_with_question_field(tmp_path):
@@ -116,12 +133,12 @@ def test_humaneval_correct_wrong_timeout_and_forms(tmp_path):
         "    return a + b if abs(a) < 1000 else 0\n",  # passes base tests, fails plus tests
         "    raise ValueError('no')\n",
     ]
-    res = _score(tmp_path, "humaneval", _he_rows(completions))
+    res = _score(tmp_path, "humaneval", _he_rows(completions), allow_uneven=True)
     first = res["items"][0]
     assert first["correct"] == [True, True, True, True, False, False, True, False]
     # EvalPlus stops the infinite loop at its per-test time limit and records it as a failure
     assert first["base_status"][5] in ("fail", "timeout")
-    plus = _score(tmp_path, "humanevalplus", _he_rows(completions))
+    plus = _score(tmp_path, "humanevalplus", _he_rows(completions), allow_uneven=True)
     assert plus["items"][0]["correct"] == [True, True, True, True, False, False, False, False]
     assert plus["items"][0]["plus_status"][6] == "fail"
     # pass@k over items: item 0 has 4 (base) correct of 8; others 1 of 2
@@ -205,7 +222,7 @@ def test_sample_ids_must_match_the_data(tmp_path):
 def test_bad_files(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(EvalInputError, match="not a JSONL"):
+    with pytest.raises(EvalInputError, match="not a (valid UTF-8 )?JSONL"):
         load_items(get_benchmark("ifeval"), bad)
     bad.write_text(json.dumps({"key": 1, "prompt": "x"}) + "\n")
     with pytest.raises(EvalInputError, match=r"lacks \['instruction_id_list', 'kwargs'\]"):

@@ -69,17 +69,24 @@ def score(items: dict, samples: list[dict]) -> tuple[dict, list[dict]]:
         )
         details = []
         for response in row["completions"]:
-            random.seed(int(ref["key"]))
-            strict = test_instruction_following_strict(inp, response)
-            random.seed(int(ref["key"]))
-            loose = test_instruction_following_loose(inp, response)
-            prompt_strict.append(strict.follow_all_instructions)
-            prompt_loose.append(loose.follow_all_instructions)
-            inst_strict += strict.follow_instruction_list
-            inst_loose += loose.follow_instruction_list
-            details.append(
-                {"strict": strict.follow_instruction_list, "loose": loose.follow_instruction_list}
-            )
+            try:
+                random.seed(int(ref["key"]))
+                strict = test_instruction_following_strict(inp, response)
+                random.seed(int(ref["key"]))
+                loose = test_instruction_following_loose(inp, response)
+                strict_list, loose_list = (
+                    strict.follow_instruction_list,
+                    loose.follow_instruction_list,
+                )
+                error = None
+            except Exception as e:  # one checker failing on one response fails that response only
+                strict_list = loose_list = [False] * len(ref["instruction_id_list"])
+                error = f"{type(e).__name__}: {str(e)[:200]}"
+            prompt_strict.append(all(strict_list))
+            prompt_loose.append(all(loose_list))
+            inst_strict += strict_list
+            inst_loose += loose_list
+            details.append({"strict": strict_list, "loose": loose_list, "error": error})
         per_item.append(
             {"id": row["id"], "instructions": ref["instruction_id_list"], "results": details}
         )
