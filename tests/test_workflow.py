@@ -95,6 +95,11 @@ def test_lint_is_clean():
         (lambda c: c["eval"].update(suite="mmlu"), "eval.suite: unknown suite 'mmlu'"),
         (lambda c: c["stats"]["prompts"].pop("code"), "stats.prompts.code"),
         (lambda c: c.update(colour="red"), "colour"),
+        (
+            lambda c: c["merges"]["task_arithmetic"].update(params={"scale": float("nan")}),
+            "merges.task_arithmetic: bad parameter",
+        ),
+        (lambda c: c["eval"].update(env={"A B": "1"}), "eval.env.A B"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path, edit, key):
@@ -105,6 +110,26 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, key):
     r = snakemake("-n", "--configfile", path)
     assert r.returncode != 0 and key in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
     assert "Job stats" not in r.stdout + r.stderr
+
+
+def test_the_same_hub_expert_twice_is_a_config_error(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config/table1.yaml").read_text())
+    cfg["models"]["experts"]["code"] = dict(cfg["models"]["experts"]["math"])
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", "--configfile", tmp_path / "cfg.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "models.experts.code: the same model as" in out, out[-2000:]
+
+
+def test_rule_commands_quote_config_values(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    cfg["eval"]["env"] = {"NOTE": "a b; touch pwned"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = snakemake("-n", "-p", "--forceall", "--configfile", tmp_path / "cfg.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-2000:]
+    assert "env 'NOTE=a b; touch pwned' python -m evals generate" in out
+    assert "pwned" not in out.replace("'NOTE=a b; touch pwned'", "")
 
 
 def test_unknown_benchmark_fails_before_any_job(tmp_path):
