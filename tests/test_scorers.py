@@ -219,6 +219,68 @@ def test_sample_ids_must_match_the_data(tmp_path):
     assert not (tmp_path / "humaneval.json").exists()
 
 
+@pytest.mark.parametrize("bad_id", [True, 1.7, "1", None])
+def test_int_ids_are_not_coerced(tmp_path, bad_id):
+    rows = [{"id": i, "completions": ["x"]} for i in (0, 2, 3)] + [
+        {"id": bad_id, "completions": ["x"]}
+    ]
+    with pytest.raises(
+        EvalInputError, match=rf"aime24.jsonl: item 4: id {bad_id!r:.3}.* not an integer"
+    ):
+        _score(tmp_path, "aime24", rows)
+    with pytest.raises(EvalInputError, match="not a string"):
+        _score(tmp_path, "humaneval", [{"id": 0, "completions": ["x"]}], subset=True)
+
+
+def test_uneven_counts_need_allow_uneven(tmp_path):
+    rows = [{"id": i, "completions": ["Answer: 9"] * (1 if i == 2 else 2)} for i in range(4)]
+    with pytest.raises(
+        EvalInputError, match=r"different numbers of completions \(2: 1, 0: 2\).*--allow-uneven"
+    ):
+        _score(tmp_path, "aime24", rows)
+    res = _score(tmp_path, "aime24", rows, allow_uneven=True)
+    assert res["n_samples"] == 1 and set(res["metrics"]) == {"pass@1"} and res["complete"]
+
+
+def test_partial_files_need_subset_or_their_exact_limit(tmp_path):
+    first_two = [{"id": i, "completions": ["Answer: 9"]} for i in (0, 1)]
+    samples = tmp_path / "aime24.jsonl"
+    meta = tmp_path / "aime24.meta.json"
+    for limit, ok in ((2, True), (3, False), (None, False)):
+        meta.write_text(json.dumps({"limit": limit}))
+        write_samples(samples, first_two)
+        if ok:
+            res = score_file("aime24", samples, tmp_path / "o.json", source="fixture")
+            assert not res["complete"] and res["n_items_in_data"] == 4 and res["n_items"] == 2
+        else:
+            with pytest.raises(EvalInputError, match="no samples for 2 aime24 item.*--subset"):
+                score_file("aime24", samples, tmp_path / "o.json", source="fixture")
+    meta.write_text(json.dumps({"limit": 2}))
+    write_samples(samples, [{"id": i, "completions": ["x"]} for i in (0, 3)])  # not the first 2
+    with pytest.raises(EvalInputError, match=r"recorded limit 2"):
+        score_file("aime24", samples, tmp_path / "o.json", source="fixture")
+    res = score_file("aime24", samples, tmp_path / "o.json", source="fixture", subset=True)
+    assert res["complete"] is False
+
+
+def test_ifeval_checker_error_fails_that_item_only(tmp_path):
+    rows = [json.loads(x) for x in (FIXTURES / "ifeval_input_data.jsonl").read_text().splitlines()]
+    broken = dict(rows[0], instruction_id_list=["length_constraints:number_words"])
+    broken["kwargs"] = [{"num_words": 5, "relation": "about"}]  # lm-eval raises on the relation
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [broken, rows[1]]))
+    good = IF_RESPONSES[rows[1]["key"]][0]
+    samples = [
+        {"id": broken["key"], "completions": ["one two"]},
+        {"id": rows[1]["key"], "completions": [good]},
+    ]
+    res = _score(tmp_path, "ifeval", samples, data=data)
+    first, second = res["items"]
+    assert first["results"][0]["strict"] == [False] and "ValueError" in first["results"][0]["error"]
+    assert second["results"][0]["error"] is None and all(second["results"][0]["strict"])
+    assert res["metrics"]["prompt_level_strict_acc"] == 0.5
+
+
 def test_bad_files(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
