@@ -8,6 +8,7 @@ from pathlib import Path
 
 from evals.errors import EvalInputError
 from mergeeval.cli import positive_int
+from mergeeval.outputs import guard_output
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, Path]:
@@ -66,6 +67,8 @@ def cmd_generate(args) -> int:
 def cmd_score(args) -> int:
     from evals.score import score_file
 
+    inputs = [("samples file", Path(args.samples)), ("data file", args.data and Path(args.data))]
+    guard_output(Path(args.output), inputs, kind="file")
     res = score_file(
         args.benchmark,
         Path(args.samples),
@@ -88,6 +91,10 @@ def cmd_report(args) -> int:
         if len(parts) != 3:
             raise EvalInputError(f"--cell expects ROW,BENCHMARK,SCORE_JSON, got {spec!r}")
         cells.setdefault(parts[0], {})[parts[1]] = Path(parts[2])
+    inputs = [("score file", p) for row in cells.values() for p in row.values()]
+    inputs.append(("baseline", args.baseline and Path(args.baseline)))
+    for suffix in (".md", ".csv", ".json", ".png"):
+        guard_output(Path(args.output + suffix), inputs, kind="file")
     extra = json.loads(Path(args.extra).read_text()) if args.extra else None
     rec = write_report(
         cells,

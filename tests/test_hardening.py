@@ -478,3 +478,17 @@ def test_debug_shows_the_traceback(family, tmp_path):
     ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_score_never_overwrites_its_samples(tmp_path, capsys):
+    from evals.samples import write_samples
+
+    samples = tmp_path / "aime24.jsonl.gz"
+    write_samples(samples, [{"id": 0, "completions": ["Answer: 1"]}])
+    before = samples.read_bytes()
+    argv = ["score", "--benchmark", "aime24", "--samples", samples, "--output", samples]
+    assert_refused(*run_evals(argv + ["--source", "fixture"], capsys), "is the samples file")
+    (tmp_path / "dir").mkdir()
+    argv[-1] = tmp_path / "dir"
+    assert_refused(*run_evals(argv + ["--source", "fixture"], capsys), "is a folder")
+    assert samples.read_bytes() == before
