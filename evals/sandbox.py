@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ BWRAP = "bwrap"
 NPROC = 128  # processes and threads inside one bwrap sandbox
 FSIZE = 64 << 20  # largest file a program may write
 _mode: str | None = None
+_mode_lock = threading.Lock()
 
 PRELUDE = """\
 import json as _json, os as _os, resource as _resource
@@ -80,31 +82,36 @@ def _bwrap_argv(workdir: str, env: dict) -> list[str]:
     return argv + ["--"]
 
 
+def _self_test() -> str | None:
+    """None when bwrap runs Python here, else why not."""
+    if not shutil.which(BWRAP):
+        return "not found"
+    with tempfile.TemporaryDirectory(prefix="mergeeval-sbx-") as wd:
+        argv = _bwrap_argv(wd, _env(wd)) + [sys.executable, "-I", "-c", "print('ok')"]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"failed its self-test: {e}"
+    if r.returncode == 0 and r.stdout.strip() == "ok":
+        return None
+    return f"failed its self-test: {r.stderr.strip()[-300:]}"
+
+
 def mode() -> str:
     """ "bwrap" when bubblewrap runs here, else "rlimits-only" (warned about once, on stderr)."""
     global _mode
-    if _mode is None:
-        why = "not found"
-        if shutil.which(BWRAP):
-            with tempfile.TemporaryDirectory(prefix="mergeeval-sbx-") as wd:
-                argv = _bwrap_argv(wd, _env(wd)) + [sys.executable, "-I", "-c", "print('ok')"]
-                try:
-                    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-                    ok = r.returncode == 0 and r.stdout.strip() == "ok"
-                    why = f"self-test failed: {r.stderr.strip()[-300:]}"
-                except (OSError, subprocess.TimeoutExpired) as e:
-                    ok, why = False, f"self-test failed: {e}"
-            if ok:
-                _mode = "bwrap"
-                return _mode
-        _mode = "rlimits-only"
-        print(
-            f"mergeeval: WARNING: bubblewrap ({BWRAP}) {why}; model-written code runs with "
-            "resource limits only, without filesystem, network or process isolation. "
-            "Fix: install bubblewrap (e.g. apt-get install bubblewrap).",
-            file=sys.stderr,
-        )
-    return _mode
+    with _mode_lock:
+        if _mode is None:
+            why = _self_test()
+            _mode = "bwrap" if why is None else "rlimits-only"
+            if why is not None:
+                print(
+                    f"mergeeval: WARNING: bubblewrap ({BWRAP}) {why}; model-written code runs "
+                    "with resource limits only, without filesystem, network or process isolation."
+                    " Fix: install bubblewrap (e.g. apt-get install bubblewrap).",
+                    file=sys.stderr,
+                )
+        return _mode
 
 
 def run_python(program: str, stdin: bytes, timeout: float, memory: int | None = 6 << 30) -> Outcome:

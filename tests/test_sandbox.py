@@ -104,6 +104,16 @@ def test_sandbox_limits_and_isolation(tmp_path):
     assert out.status == "killed"
     out = sandbox.run_python("print('not emitted')", b"", timeout=10)
     assert out.status == "no result"
+    limits = "import resource as r\nemit([r.getrlimit(getattr(r, k))[0] for k in {!r}])"
+    names = ["RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE"]
+    out = sandbox.run_python(limits.format(names), b"", timeout=9.5, memory=3 << 30)
+    assert out.result == [3 << 30, 11, sandbox.FSIZE]
+
+
+@bwrap_only
+def test_sandbox_limits_processes():
+    out = sandbox.run_python("import resource as r\nemit(r.getrlimit(r.RLIMIT_NPROC))", b"", 10)
+    assert out.result == [sandbox.NPROC, sandbox.NPROC]
 
 
 @bwrap_only
