@@ -76,7 +76,7 @@ def cmd_score(args) -> int:
         Path(args.data) if args.data else None,
         source=args.source,
         subset=args.subset,
-        **({"allow_uneven": True} if args.allow_uneven else {}),  # TODO(hardening): plain kwarg
+        allow_uneven=args.allow_uneven,
     )
     print(json.dumps({k: res[k] for k in ("benchmark", "n_items", "n_samples", "metrics")}))
     return 0

@@ -59,6 +59,22 @@ def _check_complete(benchmark, items, ids, path, meta, subset) -> bool:
     )
 
 
+def _read_meta(path: Path) -> dict:
+    """The `.meta.json` beside the samples ({} when absent); malformed is an error."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        raise EvalInputError(
+            f"{path} is not a JSON object ({meta}); regenerate the samples, or delete it and pass "
+            "--data/--source"
+        )
+    return meta
+
+
 def score_file(
     benchmark: str,
     samples: Path,
@@ -72,7 +88,7 @@ def score_file(
     bench = get_benchmark(benchmark)
     rows = read_samples(samples)
     meta_file = meta_path(samples)
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = _read_meta(meta_file)
     if source is None:
         source = meta.get("data_source", "hf")
     if data is None and meta.get("data_file"):

@@ -492,3 +492,14 @@ def test_score_never_overwrites_its_samples(tmp_path, capsys):
     argv[-1] = tmp_path / "dir"
     assert_refused(*run_evals(argv + ["--source", "fixture"], capsys), "is a folder")
     assert samples.read_bytes() == before
+
+
+def test_malformed_meta_is_one_message(tmp_path, capsys):
+    from evals.samples import write_samples
+
+    samples = tmp_path / "aime24.jsonl.gz"
+    write_samples(samples, [{"id": 0, "completions": ["Answer: 1"]}])
+    (tmp_path / "aime24.meta.json").write_text('{"limit": ')
+    argv = ["score", "--benchmark", "aime24", "--samples", samples, "--output", tmp_path / "s.json"]
+    assert_refused(*run_evals(argv, capsys), "aime24.meta.json is not a JSON object")
+    assert not (tmp_path / "s.json").exists()
