@@ -1,19 +1,9 @@
-"""Memory benchmark: merge 4 generated checkpoints of ≥ size_gb each on CPU; print time and peak RSS.
-
-The checkpoints are OLMo-3-shaped (bf16, hidden 2048, intermediate 5632, vocab 8192) with as many
-layers as the size needs, written tensor by tensor. The merge runs in a child process that
-reports its RSS after imports (the interpreter baseline) and its peak RSS (ru_maxrss).
-Bound: peak ≤ baseline + 3 × (T+1) × largest tensor in fp32 + 300 MB.
-"""
+"""Per-layer merge times on OLMo-3-7B-shaped blocks (`python -m merges bench-layers`), and the
+OLMo-3 tensor layout shared with the whole-model benchmark (`merges.bench_scale`)."""
 
 from __future__ import annotations
 
 import json
-import math
-import shutil
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,28 +14,6 @@ from merges.io import ShardedWriter
 HIDDEN, INTER, VOCAB = 2048, 5632, 8192
 MB = 1024**2
 OLMO3_7B = (4096, 11008)  # hidden, intermediate
-
-CHILD = textwrap.dedent(
-    """
-    import json, resource, sys, time
-    import psutil, torch
-    from merges.engine import MergeSpec, run_merge
-    torch.set_num_threads(2)
-    baseline = psutil.Process().memory_info().rss
-    base, e1, e2, e3, out, method = sys.argv[1:7]
-    t0 = time.perf_counter()
-    run_merge(MergeSpec(method, base, [e1, e2, e3], out, device="cpu", force=True), progress=False)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("BENCH " + json.dumps({"baseline": baseline, "peak": peak, "wall": wall}))
-    """
-)
-
-
-def layers_for(size_gb: float) -> int:
-    per_layer = 4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTER + 4 * HIDDEN
-    fixed = 2 * VOCAB * HIDDEN + HIDDEN
-    return max(1, math.ceil((size_gb * 1e9 / 2 - fixed) / per_layer))
 
 
 def layout(
@@ -110,47 +78,6 @@ def generate(
         (f / "config.json").write_text(json.dumps(cfg, indent=2))
         (f / "tokenizer.json").write_text("{}")
     return folders
-
-
-def bench_memory(
-    workdir: Path, size_gb: float = 1.0, method: str = "task_arithmetic", keep: bool = False
-) -> int:
-    workdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    entries = layout(layers_for(size_gb))
-    folders = generate(workdir, entries)
-    sizes = [sum(p.stat().st_size for p in f.glob("*.safetensors")) for f in folders]
-    print(
-        f"inputs: 4 checkpoints of {min(sizes) / 1e9:.2f} GB (generated in {time.perf_counter() - t0:.0f} s)"
-    )
-    out = workdir / "merged"
-    r = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, folders), str(out), method],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        print(r.stderr[-3000:], file=sys.stderr)
-        return 1
-    res = json.loads([line for line in r.stdout.splitlines() if line.startswith("BENCH ")][-1][6:])
-    largest = max(math.prod(s) for _, s in entries)
-    stack = 4 * largest * 4
-    bound = res["baseline"] + 3 * stack + 300 * MB
-    ok = res["peak"] <= bound
-    print(
-        f"method {method}: wall {res['wall']:.1f} s ({sum(sizes) / 1e9 / res['wall']:.2f} GB/s read)"
-    )
-    print(
-        f"peak RSS {res['peak'] / MB:.0f} MB; interpreter baseline {res['baseline'] / MB:.0f} MB; "
-        f"largest tensor stack (T+1, fp32) {stack / MB:.0f} MB"
-    )
-    print(
-        f"bound baseline + 3 x stack + 300 MB = {bound / MB:.0f} MB: {'PASS' if ok else 'FAIL'} "
-        f"(peak - baseline = {(res['peak'] - res['baseline']) / MB:.0f} MB)"
-    )
-    if not keep:
-        shutil.rmtree(workdir)
-    return 0 if ok else 1
 
 
 def bench_layers(workdir: Path, layers: int, method_specs: list[str], device: str = "auto") -> int:

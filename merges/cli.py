@@ -85,10 +85,19 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
-def cmd_bench_memory(args) -> int:
-    from merges.bench import bench_memory
+def cmd_bench(args) -> int:
+    from merges.bench_scale import bench
 
-    return bench_memory(Path(args.workdir), args.size_gb, args.method, args.keep)
+    record = bench(
+        Path(args.workdir),
+        args.layers,
+        tuple(args.methods.split()),
+        args.device,
+        args.mergekit,
+        args.threads,
+        Path(args.json) if args.json else Path(args.workdir) / "bench.json",
+    )
+    return 0 if all(r["ok"] for r in record["rows"]) else 1
 
 
 def cmd_bench_layers(args) -> int:
@@ -238,13 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_verify)
 
     b = sub.add_parser(
-        "bench-memory", help="merge 4 generated ≥1 GB checkpoints on CPU; print time and peak RSS"
+        "bench",
+        help="merge full-width OLMo-3-7B-shaped checkpoints beside the I/O floor and mergekit",
     )
-    b.add_argument("--workdir", default="results/bench-memory")
-    b.add_argument("--size-gb", type=float, default=1.0)
-    b.add_argument("--method", default="task_arithmetic")
-    b.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
-    b.set_defaults(fn=cmd_bench_memory)
+    b.add_argument("--workdir", default="results/bench")
+    b.add_argument("--layers", type=positive_int, default=2, help="transformer blocks")
+    b.add_argument("--methods", default="average task_arithmetic ties dare")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument(
+        "--mergekit",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="mergekit rows (task_arithmetic, ties): auto = when mergekit-yaml is installed",
+    )
+    b.add_argument("--threads", type=positive_int, help="torch/OMP threads (default: all CPUs)")
+    b.add_argument("--json", help="write the record here (default WORKDIR/bench.json)")
+    b.set_defaults(fn=cmd_bench)
 
     bl = sub.add_parser(
         "bench-layers", help="per-layer merge times on OLMo-3-7B-shaped layers (GPU timings)"

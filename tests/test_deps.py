@@ -9,6 +9,7 @@ from merges.deps import code_record
 
 ENGINE = {
     "merges/__init__.py",
+    "merges/device.py",
     "merges/engine.py",
     "merges/errors.py",
     "merges/grams.py",

@@ -1,0 +1,291 @@
+"""`python -m merges bench`: merge full-width OLMo-3-7B-shaped checkpoints, side by side with the
+I/O floor and mergekit, in one run.
+
+Inputs: a base and three experts with the real OLMo-3 tensor names, config and widths (vocab
+100278, hidden 4096, intermediate 11008), `--layers` blocks, bf16, sharded with an index as on the
+hub. Experts carry RL-like deltas: 10% of the entries moved by 1 to 3 bf16 ulps, so that many merged
+entries round back to the base. They are generated once per workdir (seeded) and reused.
+
+Rows: the I/O floor (read every input byte, write an output of the same size, no merging); each
+method through `python -m merges run`; mergekit's `mergekit-yaml` for task_arithmetic and ties
+when it is installed. Each is a child process measured by `merges.measure`: wall time, peak
+anonymous memory of the process tree, bytes read and written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from merges.bench import layout
+from merges.io import ShardedWriter
+from merges.measure import Measured, run_measured
+
+VOCAB, HIDDEN, INTER = 100278, 4096, 11008
+GB = 1e9
+SHARD_BYTES = 1024**3
+MERGEKIT = {  # our method -> (mergekit method, per-model parameters, global parameters)
+    "task_arithmetic": ("task_arithmetic", {"weight": 0.4}, {"normalize": False}),
+    "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
+}
+
+FLOOR = textwrap.dedent(
+    """
+    import os, sys
+    out, *files = sys.argv[1:]
+    buf = bytearray(64 * 1024 * 1024)
+    view = memoryview(buf)
+    total = 0
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        while (n := os.readv(fd, [view])) > 0:
+            total += n
+        os.close(fd)
+    size = int(os.environ["FLOOR_WRITE_BYTES"])
+    with open(out, "wb") as f:
+        while size > 0:
+            k = min(size, len(buf))
+            f.write(view[:k])
+            size -= k
+    """
+)
+
+
+def olmo3_config(layers: int) -> dict:
+    from transformers import Olmo3Config
+
+    cfg = Olmo3Config(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=65536,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-6,
+        eos_token_id=100257,
+        pad_token_id=100277,
+        tie_word_embeddings=False,
+    ).to_dict()
+    cfg["architectures"] = ["Olmo3ForCausalLM"]
+    cfg["torch_dtype"] = "bfloat16"
+    return cfg
+
+
+def _rl_delta(w0: torch.Tensor, g: torch.Generator, frac: float = 0.1) -> torch.Tensor:
+    """w0 with `frac` of its entries moved by ±1..3 bf16 ulps (steps of the bit pattern)."""
+    bits = w0.view(torch.int16).clone()
+    flat = bits.view(-1)
+    n = flat.numel()
+    idx = torch.randperm(n, generator=g)[: int(n * frac)] if n < 2**24 else None
+    if idx is None:  # large tensors: a seeded Bernoulli mask, drawn in row blocks
+        step = 2**22
+        for s in range(0, n, step):
+            part = flat[s : s + step]
+            mask = torch.rand(part.shape, generator=g) < frac
+            k = torch.randint(1, 4, part.shape, generator=g, dtype=torch.int16)
+            sign = torch.randint(0, 2, part.shape, generator=g, dtype=torch.int16) * 2 - 1
+            part += mask * k * sign
+    else:
+        k = torch.randint(1, 4, idx.shape, generator=g, dtype=torch.int16)
+        sign = torch.randint(0, 2, idx.shape, generator=g, dtype=torch.int16) * 2 - 1
+        flat[idx] += k * sign
+    out = bits.view(torch.bfloat16)
+    if not bool(torch.isfinite(out).all()):
+        raise RuntimeError("generated a non-finite weight")
+    return out
+
+
+def make_inputs(workdir: Path, layers: int) -> list[Path]:
+    """Write (or reuse) base, e1, e2, e3 under `workdir/inputs`; return their folders."""
+    from merges.tiny import tiny_tokenizer
+
+    root = workdir / "inputs"
+    spec = {"layers": layers, "vocab": VOCAB, "hidden": HIDDEN, "inter": INTER, "version": 1}
+    folders = [root / n for n in ("base", "e1", "e2", "e3")]
+    marker = root / "inputs.json"
+    if marker.exists() and json.loads(marker.read_text()) == spec:
+        return folders
+    shutil.rmtree(root, ignore_errors=True)
+    entries = layout(layers, HIDDEN, INTER, VOCAB)
+    writers = []
+    for f in folders:
+        f.mkdir(parents=True)
+        writers.append(ShardedWriter(f, [(n, torch.bfloat16, s) for n, s in entries], SHARD_BYTES))
+    shapes = dict(entries)
+    for i, name in enumerate(writers[0].order):
+        g = torch.Generator().manual_seed(i)
+        w0 = (torch.randn(shapes[name], generator=g) * 0.02).to(torch.bfloat16)
+        if name.endswith("norm.weight"):
+            w0 = torch.ones(shapes[name], dtype=torch.bfloat16) + w0
+        writers[0].write(name, w0)
+        for w in writers[1:]:
+            w.write(name, _rl_delta(w0, g))
+    cfg = olmo3_config(layers)
+    tok = tiny_tokenizer()
+    for w, f in zip(writers, folders, strict=True):
+        w.close()
+        (f / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        tok.save_pretrained(f)
+    marker.write_text(json.dumps(spec))
+    return folders
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in _files(folder))
+
+
+def _row(name: str, tool: str, m: Measured, out_size: int | None = None) -> dict:
+    return {
+        "name": name,
+        "tool": tool,
+        "ok": m.returncode == 0,
+        "wall_s": round(m.wall_s, 2),
+        "peak_anon_gb": round(m.peak_anon_bytes / GB, 3),
+        "read_gb": round(m.read_bytes / GB, 3),
+        "written_gb": round(m.written_bytes / GB, 3),
+        "output_gb": None if out_size is None else round(out_size / GB, 3),
+        **({} if m.returncode == 0 else {"error": m.output_tail[-2000:]}),
+    }
+
+
+def _mergekit_config(method: str, folders: list[Path], path: Path) -> None:
+    mk_method, per_model, params = MERGEKIT[method]
+    cfg = {
+        "merge_method": mk_method,
+        "base_model": str(folders[0]),
+        "models": [{"model": str(f), "parameters": dict(per_model)} for f in folders[1:]],
+        "parameters": params,
+        "dtype": "float32",
+        "out_dtype": "bfloat16",
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+
+
+def mergekit_cli() -> str | None:
+    """`mergekit-yaml` of this environment (beside this Python), else on PATH, else None."""
+    here = Path(sys.executable).parent / "mergekit-yaml"
+    return str(here) if here.exists() else shutil.which("mergekit-yaml")
+
+
+def _env(threads: int) -> dict:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    return env
+
+
+def bench(
+    workdir: Path,
+    layers: int = 2,
+    methods: tuple[str, ...] = ("average", "task_arithmetic", "ties", "dare"),
+    device: str = "cpu",
+    mergekit: str = "auto",
+    threads: int | None = None,
+    json_path: Path | None = None,
+) -> dict:
+    """Run every row, print the side-by-side table, write the JSON record; return it."""
+    threads = threads or os.cpu_count() or 1
+    env = _env(threads)
+    folders = make_inputs(workdir, layers)
+    in_size = _size(folders[0])
+    rows = []
+    out = workdir / "out"
+    floor_out = workdir / "floor.bin"
+    m = run_measured(
+        [sys.executable, "-c", FLOOR, str(floor_out), *map(str, sum(map(_files, folders), []))],
+        env=dict(env, FLOOR_WRITE_BYTES=str(in_size)),
+    )
+    floor_out.unlink(missing_ok=True)
+    rows.append(_row("I/O floor", "read inputs + write output", m, in_size))
+    mk = mergekit_cli() if mergekit != "off" else None
+    if mergekit == "on" and mk is None:
+        raise SystemExit("--mergekit on: mergekit-yaml is not installed (pip install mergekit)")
+    for method in methods:
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "merges", "run", "--method", method, "--base", str(folders[0])]
+        cmd += sum((["--expert", str(f)] for f in folders[1:]), [])
+        cmd += ["--output", str(out), "--device", device, "--quiet"]
+        m = run_measured(cmd, env=env)
+        rows.append(_row(method, "mergeeval", m, _size(out) if out.exists() else None))
+        if mk and method in MERGEKIT:
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = workdir / f"mergekit-{method}.yaml"
+            _mergekit_config(method, folders, cfg)
+            mk_cmd = [mk, str(cfg), str(out), "--quiet", "--random-seed", "0"]
+            mk_cmd += ["--cuda"] if device == "cuda" else []
+            m = run_measured(mk_cmd, env=env)
+            rows.append(_row(method, "mergekit", m, _size(out) if out.exists() else None))
+    shutil.rmtree(out, ignore_errors=True)
+    record = {
+        "inputs": {
+            "layers": layers,
+            "vocab": VOCAB,
+            "hidden": HIDDEN,
+            "intermediate": INTER,
+            "experts": 3,
+            "checkpoint_gb": round(in_size / GB, 3),
+            "shards": len(_files(folders[0])),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": threads,
+            "device": device,
+            "processor": platform.processor() or platform.machine(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB, 1),
+        },
+        "rows": _ratios(rows),
+    }
+    print(table(record))
+    if json_path:
+        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    floor = rows[0]["wall_s"]
+    mk = {r["name"]: r["wall_s"] for r in rows if r["tool"] == "mergekit" and r["ok"]}
+    for r in rows:
+        r["x_floor"] = round(r["wall_s"] / floor, 2) if floor else None
+        peer = mk.get(r["name"]) if r["tool"] == "mergeeval" else None
+        r["x_mergekit"] = round(r["wall_s"] / peer, 2) if peer else None
+    return rows
+
+
+def table(record: dict) -> str:
+    i, mach = record["inputs"], record["machine"]
+    head = (
+        f"OLMo-3-7B-shaped checkpoints: {i['layers']} blocks, vocab {i['vocab']}, hidden {i['hidden']}, "
+        f"intermediate {i['intermediate']}; base + {i['experts']} experts of {i['checkpoint_gb']:.2f} GB "
+        f"({i['shards']} shards); {mach['device']}, {mach['threads']} threads, {mach['cpus']} CPUs, "
+        f"{mach['memory_gb']} GB RAM"
+    )
+    cols = ["row", "wall s", "x floor", "x mergekit", "peak anon GB", "read GB", "written GB"]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in record["rows"]:
+        name = r["name"] if r["name"] == "I/O floor" else f"{r['name']} ({r['tool']})"
+        if not r["ok"]:
+            lines.append(f"| {name} | failed: {r['error'].strip().splitlines()[-1][:80]} |")
+            continue
+        vals = [
+            f"{r['wall_s']:.1f}",
+            f"{r['x_floor']:.2f}",
+            "—" if r["x_mergekit"] is None else f"{r['x_mergekit']:.2f}",
+            f"{r['peak_anon_gb']:.2f}",
+            f"{r['read_gb']:.2f}",
+            f"{r['written_gb']:.2f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
