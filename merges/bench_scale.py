@@ -81,7 +81,8 @@ def olmo3_config(layers: int) -> dict:
 
 
 def _rl_delta(w0: torch.Tensor, g: torch.Generator, frac: float = 0.1) -> torch.Tensor:
-    """w0 with `frac` of its entries moved by ±1..3 bf16 ulps (steps of the bit pattern)."""
+    """w0 with `frac` of its entries moved by ±1..3 bf16 ulps (steps of the bit pattern; entries
+    within 3 steps of zero stay, so no step crosses into the NaN patterns)."""
     bits = w0.view(torch.int16).clone()
     flat = bits.view(-1)
     n = flat.numel()
@@ -93,11 +94,11 @@ def _rl_delta(w0: torch.Tensor, g: torch.Generator, frac: float = 0.1) -> torch.
             mask = torch.rand(part.shape, generator=g) < frac
             k = torch.randint(1, 4, part.shape, generator=g, dtype=torch.int16)
             sign = torch.randint(0, 2, part.shape, generator=g, dtype=torch.int16) * 2 - 1
-            part += mask * k * sign
+            part += mask * k * sign * (part.abs() > 3)  # never across zero
     else:
         k = torch.randint(1, 4, idx.shape, generator=g, dtype=torch.int16)
         sign = torch.randint(0, 2, idx.shape, generator=g, dtype=torch.int16) * 2 - 1
-        flat[idx] += k * sign
+        flat[idx] += k * sign * (flat[idx].abs() > 3)
     out = bits.view(torch.bfloat16)
     if not bool(torch.isfinite(out).all()):
         raise RuntimeError("generated a non-finite weight")

@@ -121,9 +121,15 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return infos, meta
 
 
-def read_tensor(name: str, info: TensorInfo) -> torch.Tensor:
-    """Read one tensor's bytes with pread into a new CPU tensor (no mmap kept)."""
-    nbytes = info.end - info.start
+def read_tensor(name: str, info: TensorInfo, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read one tensor (or rows r0:r1 of its first dimension) with pread into a new CPU tensor."""
+    start, end, shape = info.start, info.end, info.shape
+    if rows is not None:
+        r0, r1 = rows
+        row_bytes = (end - start) // shape[0] if shape and shape[0] else 0
+        start, end = info.start + r0 * row_bytes, info.start + r1 * row_bytes
+        shape = (r1 - r0, *shape[1:])
+    nbytes = end - start
     buf = torch.empty(nbytes, dtype=torch.uint8)
     if nbytes:
         fd = os.open(info.file, os.O_RDONLY)
@@ -131,13 +137,13 @@ def read_tensor(name: str, info: TensorInfo) -> torch.Tensor:
             view = memoryview(buf.numpy())
             got = 0
             while got < nbytes:
-                k = os.preadv(fd, [view[got:]], info.start + got)
+                k = os.preadv(fd, [view[got:]], start + got)
                 if k <= 0:
                     raise MergeInputError(f"{info.file} is truncated (tensor {name})")
                 got += k
         finally:
             os.close(fd)
-    return buf.view(info.dtype).reshape(info.shape)
+    return buf.view(info.dtype).reshape(shape)
 
 
 class TensorStore:
@@ -158,8 +164,8 @@ class TensorStore:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
 
-    def read(self, name: str) -> torch.Tensor:
-        return read_tensor(name, self.tensors[name])
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return read_tensor(name, self.tensors[name], rows)
 
 
 class Checkpoint(TensorStore):
@@ -266,16 +272,17 @@ class ShardedWriter:
                 self._expected[name] = (dtype, shape, s)
                 self.total_bytes += s
         self._pos = 0
+        self._done = 0  # bytes of the current tensor written so far
         self._fh = None
         self._current = None
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Append the next tensor; names must arrive in `self.order`."""
+        """Append the next tensor, whole or in row blocks; names must arrive in `self.order`."""
         want = self.order[self._pos]
         if name != want:
             raise RuntimeError(f"writer expected tensor {want}, got {name}")
         dtype, shape, size = self._expected[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+        if tensor.dtype != dtype or tuple(tensor.shape[1:]) != shape[1:]:
             raise RuntimeError(
                 f"{name}: planned {dtype}{list(shape)}, got {tensor.dtype}{list(tensor.shape)}"
             )
@@ -287,9 +294,13 @@ class ShardedWriter:
             self._fh.write(head)
             self._current = fname
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        assert data.nbytes == size
+        self._done += data.nbytes
+        if self._done > size:
+            raise RuntimeError(f"{name}: more than its planned {size} bytes written")
         self._fh.write(memoryview(data))
-        self._pos += 1
+        if self._done == size:
+            self._pos += 1
+            self._done = 0
 
     def _close_file(self) -> None:
         if self._fh is not None:

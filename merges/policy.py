@@ -33,3 +33,13 @@ def tensor_role(name: str, shape: tuple[int, ...], method: Method, rest_policy: 
         if len(shape) == 2 and "embed" not in name:
             return "method"
     return "mean_delta"
+
+
+def describe(method: Method, rest_policy: str) -> str:
+    """In words, which tensors `tensor_role` gives to the method under `rest_policy`."""
+    blocks = "2-D Linear weights in transformer blocks"
+    if rest_policy != "method" or method.needs_stats:
+        return blocks
+    if not method.matrix_only:
+        return "every floating-point tensor"
+    return f"{blocks} and every other 2-D tensor except embeddings"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 import merges
 from merges.deps import code_record
+from merges.policy import describe
 
 MERGE_JSON = "merge.json"
 SOURCE_JSON = "source.json"  # {"repo_id", "revision"} written next to downloaded models
@@ -63,7 +65,11 @@ def merge_record(
         "config_from": str(Path(spec.base).resolve()),
         "tensor_policy": {
             "rest_policy": spec.rest_policy,
-            "method_applies_to": "2-D Linear weights in transformer blocks",
+            "method_applies_to": describe(method, spec.rest_policy),
+            "roles": dict(sorted(Counter(d["role"] for d in diagnostics.values()).items())),
+            "whole_tensors": sorted(
+                n for n, d in diagnostics.items() if d.get("processed") == "whole"
+            ),
         },
         "dtype": spec.dtype,
         "factor_dtype": spec.factor_dtype,

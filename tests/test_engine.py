@@ -231,3 +231,44 @@ def test_cli_reports_errors_without_traceback(tiny_family, tmp_path):
     for name in methods():
         assert name in r.stdout
     assert "default 0.4" in r.stdout and "fp64_eigh|fp32_pinv" in r.stdout
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "average", "ties"])
+def test_row_blocks_give_the_same_bytes_as_whole_tensors(
+    tiny_family, tmp_path, monkeypatch, method
+):
+    """Row-separable merges (element-wise methods, the mean task vector of the rest) are streamed
+    in row blocks; tiny blocks (and a tiny read-ahead budget) must not change a single byte."""
+    import merges.engine as engine
+
+    whole = run_merge(spec(tiny_family, tmp_path / "whole", method), progress=False)
+    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(engine, "READ_AHEAD_BYTES", 10_000)
+    blocked = run_merge(spec(tiny_family, tmp_path / "blocked", method), progress=False)
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (
+        tmp_path / "blocked" / "model.safetensors"
+    ).read_bytes()
+    diag = blocked["diagnostics"]
+    emb = diag["model.embed_tokens.weight"]
+    assert emb["role"] == "mean_delta" and emb["processed"].endswith("row block(s)")
+    assert int(emb["processed"].split()[0]) > 1
+    up = diag[UP0]
+    if method == "ties":  # its trim needs the whole tensor, and merge.json says so
+        assert up["processed"] == "whole" and UP0 in blocked["tensor_policy"]["whole_tensors"]
+        assert all(0.15 < f < 0.25 for f in up["method"]["nonzero_frac"])  # after the trim
+    else:
+        assert up["processed"] != "whole"
+    for name, d in whole["diagnostics"].items():  # diagnostics agree up to summation order
+        for key in ("merged_delta_norm", "bf16_lost_frac", "bf16_rel_err"):
+            if key in d:
+                assert diag[name][key] == pytest.approx(d[key], rel=1e-5, abs=1e-9), (name, key)
+
+
+def test_method_applies_to_follows_the_rest_policy(tiny_family, tmp_path):
+    r = run_merge(spec(tiny_family, tmp_path / "a", "ties", rest_policy="method"), progress=False)
+    assert r["tensor_policy"]["method_applies_to"] == "every floating-point tensor"
+    assert r["diagnostics"]["model.embed_tokens.weight"]["role"] == "method"
+    r = run_merge(spec(tiny_family, tmp_path / "b", "tsv", rest_policy="method"), progress=False)
+    assert "every other 2-D tensor except embeddings" in r["tensor_policy"]["method_applies_to"]
+    r = run_merge(spec(tiny_family, tmp_path / "c", "tsv"), progress=False)
+    assert r["tensor_policy"]["method_applies_to"] == "2-D Linear weights in transformer blocks"

@@ -28,11 +28,11 @@ def dare_mask(shape, p: float, seed: int) -> torch.Tensor:
 @register("dare", DareParams, matrix_only=False)
 def dare(task: TensorTask, p: DareParams):
     """DARE: τ̃_t = M_t ⊙ τ_t / (1 − p), M_t ~ Bernoulli(1 − p), then sum or TIES (Yu et al. 2024)."""
-    out = []
-    for t, d in enumerate(task.deltas):
+    for t, d in enumerate(task.deltas):  # in place: the engine is done with the task vectors
         seed = p.seed + 1000 * t + zlib.crc32(task.name.encode())
         mask = dare_mask(d.shape, p.drop_rate, seed).to(d.device)
-        out.append(torch.where(mask, d, torch.zeros_like(d)) / (1.0 - p.drop_rate))
-    rescaled = torch.stack(out)
+        d.masked_fill_(~mask, 0).div_(1.0 - p.drop_rate)
+        del mask
+    rescaled = task.deltas
     merged = rescaled.sum(0) if p.combine == "sum" else elect_and_disjoint_mean(rescaled)
     return p.scale * merged

@@ -1,0 +1,135 @@
+"""Everything a merge checks before its output exists: paths, models, statistics, parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mergeeval.outputs import guard_output
+from merges import provenance
+from merges.errors import MergeInputError
+from merges.grams import GramStore
+from merges.io import Checkpoint
+from merges.policy import REST_POLICIES, tensor_role
+from merges.registry import get_method
+from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES, MergeSpec
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def check_compatible(
+    base_dir: Path, expert_dirs: list[Path]
+) -> tuple[Checkpoint, list[Checkpoint]]:
+    """Open the checkpoints and require every expert to have exactly the base's names and shapes."""
+    base = Checkpoint(base_dir)
+    experts = [Checkpoint(e) for e in expert_dirs]
+    for path, ck in zip(expert_dirs, experts, strict=True):
+        for name in base.names():
+            if name not in ck.tensors:
+                raise MergeInputError(
+                    f"expert {path} has no tensor {name} (present in base {base_dir})"
+                )
+            if ck.shape(name) != base.shape(name):
+                raise MergeInputError(
+                    f"tensor {name}: shape {list(ck.shape(name))} in expert {path} "
+                    f"but {list(base.shape(name))} in base {base_dir}"
+                )
+        extra = sorted(set(ck.names()) - set(base.names()))
+        if extra:
+            raise MergeInputError(f"expert {path} has tensor {extra[0]} that base {base_dir} lacks")
+    return base, experts
+
+
+def check_inputs(spec: MergeSpec):
+    """Validate everything before any output exists; return (method, params, base, experts, grams, tok_src)."""
+    method = get_method(spec.method)
+    params = method.parse_params(spec.params)
+    for key, value, valid in (
+        ("dtype", spec.dtype, OUTPUT_DTYPES),
+        ("factor dtype", spec.factor_dtype, FACTOR_DTYPES),
+        ("rest policy", spec.rest_policy, REST_POLICIES),
+    ):
+        if value not in valid:
+            raise MergeInputError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    if not spec.experts:
+        raise MergeInputError("no experts given; pass --expert DIR at least once")
+    tok_src = Path(spec.tokenizer_from or spec.experts[0])
+    guard_output(
+        spec.output,
+        [("base", spec.base)]
+        + [("expert", e) for e in spec.experts]
+        + [("statistics folder", s) for s in spec.stats]
+        + [("tokenizer source", tok_src)],
+        force=spec.force,
+        owned_by=(provenance.MERGE_JSON,),
+    )
+    _check_duplicates(spec)
+    base, experts = check_compatible(Path(spec.base), [Path(e) for e in spec.experts])
+    read_config(Path(spec.base))
+    tokenizer_files(tok_src)
+    grams = None
+    if method.needs_stats:
+        if len(spec.stats) != len(spec.experts):
+            raise MergeInputError(
+                f"method {method.name!r} needs statistics: pass --stats DIR once per expert, in expert "
+                f"order ({len(spec.experts)} expert(s), {len(spec.stats)} --stats given); "
+                "create them with `python -m merges stats`"
+            )
+        grams = [GramStore(s) for s in spec.stats]
+        wanted = {
+            n: base.shape(n)[1]
+            for n in base.names()
+            if tensor_role(n, base.shape(n), method, spec.rest_policy) == "method"
+        }
+        for g in grams:
+            g.check(wanted)
+    elif spec.stats:
+        raise MergeInputError(f"method {method.name!r} takes no statistics; drop --stats")
+    return method, params, base, experts, grams, tok_src
+
+
+def _check_duplicates(spec: MergeSpec) -> None:
+    seen: dict[str, Path] = {}
+    for e in spec.experts:
+        key = os.path.realpath(e)
+        if key in seen and not spec.allow_duplicate_experts:
+            raise MergeInputError(
+                f"expert {e} is given twice (as {seen[key]} too); drop the repeat, or pass "
+                "--allow-duplicate-experts to weight it twice on purpose"
+            )
+        seen[key] = Path(e)
+
+
+def read_config(model: Path) -> dict:
+    """A model folder's config.json as a dict (one clear error if missing or malformed)."""
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        raise MergeInputError(f"{model} has no config.json; point at a Hugging Face model folder")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MergeInputError(f"{path} is not valid JSON ({e}); download the model again") from None
+    if not isinstance(cfg, dict):
+        raise MergeInputError(f"{path} is not a JSON object; download the model again")
+    return cfg
+
+
+def tokenizer_files(tok_src: Path) -> list[str]:
+    """The tokenizer/chat-template files the tokenizer source has (it must have a tokenizer)."""
+    found = [f for f in TOKENIZER_FILES if (Path(tok_src) / f).is_file()]
+    if not any(f in found for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise MergeInputError(
+            f"tokenizer source {tok_src} has no tokenizer files; pass --tokenizer-from DIR"
+        )
+    return found

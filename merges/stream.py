@@ -1,0 +1,108 @@
+"""Read-ahead for the streaming merge: a thread reads the next work units while one is merged.
+
+A unit is one tensor, or a block of its rows, read (raw dtype, CPU) from the base and, where the
+merge needs them, every expert. At most `budget` bytes are in flight (read and not yet released
+by the merge), except that one unit is always allowed, so memory stays bounded and reading
+overlaps merging (`pread` and torch kernels release the GIL).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from merges.io import TensorStore
+
+
+@dataclass
+class Job:
+    name: str
+    rows: tuple[int, int] | None  # None: the whole tensor
+    last: bool  # the tensor's last unit
+    with_experts: bool
+
+
+@dataclass
+class Unit:
+    job: Job
+    base: torch.Tensor
+    experts: list[torch.Tensor]
+    nbytes: int
+
+
+def row_blocks(shape: tuple[int, ...], max_elements: int) -> list[tuple[int, int] | None]:
+    """Row ranges of at most `max_elements` entries each ([None] for a scalar or empty tensor)."""
+    if not shape or shape[0] == 0:
+        return [None]
+    per_row = max(1, math.prod(shape[1:]))
+    step = max(1, max_elements // per_row)
+    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
+
+
+class ReadAhead:
+    """Iterate over `Unit`s in job order; call `release(unit)` when done with each."""
+
+    def __init__(self, jobs: list[Job], base: TensorStore, experts: list[TensorStore], budget: int):
+        self.jobs, self.base, self.experts, self.budget = jobs, base, experts, budget
+        self._queue: queue.Queue = queue.Queue()
+        self._cv = threading.Condition()
+        self._in_flight = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, name="merge-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _nbytes(self, job: Job) -> int:
+        info = self.base.tensors[job.name]
+        size = info.end - info.start
+        if job.rows is not None:
+            size = size * (job.rows[1] - job.rows[0]) // info.shape[0]
+        return size * (1 + (len(self.experts) if job.with_experts else 0))
+
+    def _read(self) -> None:
+        try:
+            for job in self.jobs:
+                n = self._nbytes(job)
+                with self._cv:
+                    self._cv.wait_for(
+                        lambda n=n: (
+                            self._stop or self._in_flight == 0 or self._in_flight + n <= self.budget
+                        )
+                    )
+                    if self._stop:
+                        return
+                    self._in_flight += n
+                experts = (
+                    [e.read(job.name, job.rows) for e in self.experts] if job.with_experts else []
+                )
+                self._queue.put(Unit(job, self.base.read(job.name, job.rows), experts, n))
+        except BaseException as e:  # handed to the merging thread
+            self._queue.put(e)
+            return
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[Unit]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def release(self, unit: Unit) -> None:
+        with self._cv:
+            self._in_flight -= unit.nbytes
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        """Stop reading (after an error or at the end) and wait for the thread."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
