@@ -1,14 +1,69 @@
-"""Shared numerics: polar factors, PSD pseudo-inverse solves, numerical rank."""
+"""Shared numerics: thin SVDs and polar factors via Gram eigh, PSD pseudo-inverse solves, numerical rank."""
 
 from __future__ import annotations
 
 import torch
 
 
+def gram_rtol(dtype: torch.dtype) -> float:
+    """Smallest σ/σ_1 for which the Gram route is trusted: σ² ≥ 1e8·eps·σ_1², error ≈ eps·κ² ≤ 1e-8.
+
+    Is √(1e8·eps): 1.5e-4 in float64; above 1 in float32, where the Gram route is never used.
+    """
+    return (1e8 * torch.finfo(dtype).eps) ** 0.5
+
+
+def _gram_eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """σ (descending) and the singular vectors of the smaller side from eigh of the r×r Gram."""
+    tall = x.shape[0] >= x.shape[1]
+    lam, q = torch.linalg.eigh(x.T @ x if tall else x @ x.T)
+    return lam.flip(0).clamp_min(0).sqrt(), q.flip(1), tall
+
+
+def top_svd(
+    x: torch.Tensor, k: int | None = None, rank_eps: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top triplets (U [m, k'], s [k'], V [n, k']) of the thin SVD X = U diag(s) Vᵀ, in x's dtype.
+
+    k' = min(k, numerical_rank(s, eps=rank_eps)) (k = r and no rank cut by default). Computed
+    from eigh of the smaller side's Gram (XᵀX if m ≥ n, else XXᵀ): s = √λ, the other side's
+    vectors as X v / s (or Xᵀ u / s). That is accurate to ≈ eps·(s_1/s)², so it is used only
+    when every kept s ≥ gram_rtol·s_1; otherwise (and always in float32) torch.linalg.svd.
+    """
+    m, n = x.shape
+    r = min(m, n)
+    k = r if k is None else min(k, r)
+    rtol = gram_rtol(x.dtype)
+    if rtol < 1:
+        s, q, tall = _gram_eigh(x)
+        kt = k if rank_eps is None else min(k, numerical_rank(s, (m, n), rank_eps))
+        if kt == 0 or s[kt - 1] > rtol * s[0]:
+            s, q = s[:kt], q[:, :kt]
+            other = (x @ q if tall else x.T @ q) / s
+            return (other, s, q) if tall else (q, s, other)
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    kt = k if rank_eps is None else min(k, numerical_rank(s, (m, n), rank_eps))
+    return u[:, :kt], s[:kt], vh[:kt].T
+
+
+def polar_and_singular_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(polar(X), s): polar(X) = U Vᵀ for the thin SVD X = U diag(s) Vᵀ, s descending, in x's dtype.
+
+    polar(X) = X G^{-1/2} with G = XᵀX (m ≥ n), else G^{-1/2} X with G = XXᵀ, from eigh of G, when
+    s_min ≥ gram_rtol·s_1 (orthogonality error ≈ eps·κ² ≤ 1e-8); otherwise torch.linalg.svd.
+    """
+    if gram_rtol(x.dtype) < 1:
+        s, q, tall = _gram_eigh(x)
+        if s.numel() and s[-1] > gram_rtol(x.dtype) * s[0]:
+            isqrt = (q / s) @ q.T
+            return (x @ isqrt if tall else isqrt @ x), s
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    return u @ vh, s
+
+
 def polar(x: torch.Tensor) -> torch.Tensor:
-    """polar(X) = P Qᵀ for the thin SVD X = P Σ Qᵀ (nearest matrix with orthonormal columns/rows)."""
-    p, _, qh = torch.linalg.svd(x, full_matrices=False)
-    return p @ qh
+    """polar(X) = U Vᵀ for the thin SVD X = U Σ Vᵀ (nearest matrix with orthonormal columns/rows)."""
+    return polar_and_singular_values(x)[0]
 
 
 def numerical_rank(s: torch.Tensor, shape: tuple[int, int], eps: float) -> int:
@@ -23,38 +78,60 @@ def numerical_rank(s: torch.Tensor, shape: tuple[int, int], eps: float) -> int:
     return int((s > tol).sum())
 
 
+def _chol_solve_right(b: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """B·A⁻¹ for A = L Lᵀ: two triangular solves X L = Y, Y Lᵀ = B (no transposed copies)."""
+    y = torch.linalg.solve_triangular(chol.T, b, upper=True, left=False)
+    return torch.linalg.solve_triangular(chol, y, upper=False, left=False)
+
+
 def psd_pinv_right(
     b: torch.Tensor, a: torch.Tensor, rtol: float = 1e-10
 ) -> tuple[torch.Tensor, int]:
-    """B·A⁺ for symmetric PSD A via eigh: eigenvalues ≤ rtol·λ_max are treated as zero.
+    """B·A⁺ for symmetric PSD A: eigenvalues ≤ rtol·λ_max are treated as zero. Computed in A's dtype.
 
-    Returns the product (in B's dtype) and the rank kept. Computed in A's dtype.
+    Returns the product and the rank kept. When A − rtol·‖A‖_F·I has a Cholesky factor, no
+    eigenvalue is cut (‖A‖_F ≥ λ_max), so A⁺ = A⁻¹ and the product is a Cholesky solve; else
+    B Q diag(1/λ) Qᵀ over the kept eigenpairs of eigh(A).
     """
+    b = b.to(a.dtype)
+    n = a.shape[0]
+    shifted = a.clone()
+    shifted.diagonal().sub_(rtol * torch.linalg.matrix_norm(a))
+    _, info = torch.linalg.cholesky_ex(shifted)
+    del shifted
+    if int(info) == 0:
+        chol, info = torch.linalg.cholesky_ex(a)
+        if int(info) == 0:
+            return _chol_solve_right(b, chol), n
     lam, q = torch.linalg.eigh(a)
     keep = lam > rtol * lam.max().clamp_min(0)
     inv = torch.where(
         keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), torch.zeros_like(lam)
     )
-    return ((b.to(a.dtype) @ q) * inv) @ q.T, int(keep.sum())
+    return ((b @ q) * inv) @ q.T, int(keep.sum())
 
 
 def spd_solve_right(
     b: torch.Tensor, a: torch.Tensor, max_ridge: float = 1e-4
 ) -> tuple[torch.Tensor, float]:
-    """B·A⁻¹ for symmetric positive definite A by Cholesky.
+    """B·A⁻¹ for symmetric positive definite A by Cholesky, in A's dtype.
 
     If the factorisation fails, a relative ridge λ_r·tr(A)/n·I is added with λ_r = 1e-6, 1e-5,
     ... up to `max_ridge`; the ridge used (0.0 when none) is returned so it can be recorded.
     """
-    n = a.shape[0]
-    scale = torch.trace(a) / n
+    b = b.to(a.dtype)
+    scale = torch.trace(a) / a.shape[0]
     ridge = 0.0
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
     while True:
-        chol, info = torch.linalg.cholesky_ex(a + ridge * scale * eye)
+        if ridge == 0.0:
+            chol, info = torch.linalg.cholesky_ex(a)
+        else:
+            shifted = a.clone()
+            shifted.diagonal().add_(ridge * scale)
+            chol, info = torch.linalg.cholesky_ex(shifted)
+            del shifted
         if int(info) == 0:
-            # X A = B  <=>  A Xᵀ = Bᵀ (A symmetric)
-            return torch.cholesky_solve(b.to(a.dtype).T, chol).T, ridge
+            return _chol_solve_right(b, chol), ridge
         ridge = 1e-6 if ridge == 0.0 else ridge * 10
         if ridge > max_ridge * (1 + 1e-9):
             raise FloatingPointError(

@@ -258,3 +258,66 @@ def test_unknown_parameter_lists_valid_ones():
         methods()["task_arithmetic"].parse_params({"lambda": "0.3"})
     with pytest.raises(MergeInputError, match="solver"):
         methods()["actmat"].parse_params({"solver": "magic"})
+
+
+def _low_rank_plus_noise(seed, m, n, rank=5, noise=1e-3):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n)) / np.sqrt(n)
+    return x + noise * rng.standard_normal((m, n))
+
+
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40)])
+def test_gram_route_matches_plain_fp64_svd(shape):
+    """merges.linalg's Gram-eigh triplets and polar factor against numpy's fp64 SVD."""
+    from merges.linalg import polar_and_singular_values, top_svd
+
+    x = _low_rank_plus_noise(23, *shape)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    xt = torch.as_tensor(x)
+    pol, sv = polar_and_singular_values(xt)
+    assert rel_err(sv.numpy(), s) <= 1e-12
+    assert rel_err(pol.numpy(), u @ vt) <= 1e-8
+    # top 8 triplets (the 5 signal ones and 3 of noise): the product is basis-independent
+    tu, ts, tv = top_svd(xt, 8)
+    assert rel_err(ts.numpy(), s[:8]) <= 1e-12
+    assert rel_err(((tu * ts) @ tv.T).numpy(), (u[:, :8] * s[:8]) @ vt[:8]) <= 1e-8
+    # a numerical-rank cut at eps = 1e-4 (tol ≈ 0.03; noise s ≈ 0.01) keeps the signal only
+    cu, cs, cv = top_svd(xt, 8, rank_eps=1e-4)
+    assert cs.numel() == 5
+    assert rel_err(((cu * cs) @ cv.T).numpy(), (u[:, :5] * s[:5]) @ vt[:5]) <= 1e-8
+
+
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40)])
+def test_ill_conditioned_input_falls_back_to_the_svd(shape):
+    """Below gram_rtol·s_1 (here rank 5 plus noise 1e-9) the Gram route is not used."""
+    from merges.linalg import polar_and_singular_values, top_svd
+
+    x = _low_rank_plus_noise(24, *shape, noise=1e-9)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    pol, sv = polar_and_singular_values(torch.as_tensor(x))
+    assert rel_err(sv.numpy(), s) <= 1e-12
+    assert rel_err(pol.numpy(), u @ vt) <= 1e-6
+    tu, ts, tv = top_svd(torch.as_tensor(x), 10)
+    assert rel_err(((tu * ts) @ tv.T).numpy(), (u[:, :10] * s[:10]) @ vt[:10]) <= 1e-12
+
+
+@pytest.mark.parametrize("rank", [6, 24])
+def test_psd_pinv_right_matches_eigh_pinv(rank):
+    """Full rank (Cholesky path) and rank-deficient (eigh cut) against numpy's pinv."""
+    from merges.linalg import psd_pinv_right
+
+    rng = np.random.default_rng(25)
+    f = rng.standard_normal((rank, 24))
+    a = f.T @ f
+    b = rng.standard_normal((7, 24)) @ a  # in the row space, so B A⁺ is well defined
+    got, kept = psd_pinv_right(torch.as_tensor(b), torch.as_tensor(a))
+    assert kept == rank
+    assert rel_err(got.numpy(), b @ np.linalg.pinv(a, rcond=1e-10, hermitian=True)) <= 1e-8
+
+
+@pytest.mark.parametrize("shape", [(12, 8), (6, 10)])
+def test_ace_flagged_branch_both_orientations(shape):
+    d, _ = make_case(3, m=shape[0], n=shape[1], spread=2.0)
+    got, info = run("ace", d)
+    assert info["flag"] is True
+    assert rel_err(got, ref.ace(d, None, {})) <= 1e-5

@@ -4,6 +4,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from merges.linalg import top_svd
 from merges.registry import Params, TensorTask, register
 
 
@@ -23,53 +24,77 @@ class AceParams(Params):
     scale: float = Field(1.0, description="λ in W = W_0 + λ·Δ*")
 
 
-def heterogeneity(deltas: torch.Tensor) -> tuple[float, bool, torch.Tensor]:
-    """γ = Var_unbiased(ℓ)/(mean(ℓ)² + 1e-12) with ℓ_t = log(‖Δ_t‖²_F + 1e-12); flag = γ > 0.3."""
-    tau = deltas.pow(2).sum(dim=(1, 2))
-    if deltas.shape[0] < 2:
-        return 0.0, False, tau
+def heterogeneity(tau: torch.Tensor) -> tuple[float, bool]:
+    """γ = Var_unbiased(ℓ)/(mean(ℓ)² + 1e-12) with ℓ_t = log(τ_t + 1e-12), τ_t = ‖Δ_t‖²_F; flag = γ > 0.3."""
+    if tau.shape[0] < 2:
+        return 0.0, False
     ell = torch.log(tau + 1e-12)
     gamma = float(ell.var(unbiased=True) / (ell.mean() ** 2 + 1e-12))
-    return gamma, gamma > 0.3, tau
+    return gamma, gamma > 0.3
 
 
 @register("ace", AceParams)
 def ace(task: TensorTask, p: AceParams):
-    """ACE-Merging: centred covariances, ridge, broadcast prior, spectral refinement (official code, arXiv 2603.02945)."""
-    d = task.deltas.to(task.factor_dtype)
-    t_count, m, n = d.shape
-    gamma, flag, tau = heterogeneity(d)
-    eye = torch.eye(n, dtype=d.dtype, device=d.device)
-    centred = d - d.mean(dim=1, keepdim=True)  # rows as samples: subtract the mean row
-    sig_hat, eps_t, traces = [], [], []
-    for x in centred:
+    """ACE-Merging: centred covariances, ridge, broadcast prior, spectral refinement (official code, arXiv 2603.02945).
+
+    With X_t = Δ_t − 1μ_tᵀ (μ_t the mean row), Σ̂_t = X_tᵀX_t (/c_t if flagged), ε_t the ridge:
+    A = Σ_t (Σ̂_t + ε_t I) + 1·mean_rows(Σ_t Σ̂_t) (/mean τ if flagged), B = Σ_t X_t(Σ̂_t + ε_t I),
+    core = B A⁻¹ (LU solve). Flagged: Δ* = core + mean(s_1..k)·U_k V_kᵀ, the top-k SVD of
+    Σ_t Δ_t(Σ̂_t − Σ̄) + core with Σ_t Δ_t Σ̂_t = Σ_t (X_t Σ̂_t + 1·μ_tᵀΣ̂_t). All in factor_dtype.
+    """
+    fd = task.factor_dtype
+    t_count, m, n = task.deltas.shape
+    xs = [x.to(fd, copy=True) for x in task.deltas]
+    tau = torch.stack([x.pow(2).sum() for x in xs])
+    gamma, flag = heterogeneity(tau)
+    d_sum = sum(xs) if flag else None
+    sum_sig, sum_eps, xsig, eps_x, mu_sig, traces = None, 0.0, None, None, None, []
+    for x in xs:
+        mu = x.mean(dim=0, keepdim=True)
+        x.sub_(mu)  # rows as samples: subtract the mean row
         raw = x.T @ x
-        c = torch.trace(raw) + 1e-12
-        traces.append(float(torch.trace(raw)))
-        s = raw / c if flag else raw
-        e = p.eps / c if flag else torch.tensor(p.eps, dtype=d.dtype, device=d.device)
+        tr = torch.trace(raw)
+        c = tr + 1e-12
+        traces.append(float(tr))
+        sig = raw.div_(c) if flag else raw
+        e = p.eps / c if flag else torch.tensor(p.eps, dtype=fd, device=x.device)
         if p.eps_mode == "relative":
-            e = p.eps * torch.trace(s) / n
-        sig_hat.append(s)
-        eps_t.append(e)
-    sum_sig = sum(sig_hat)
+            e = p.eps * torch.trace(sig) / n
+        if m >= n:
+            xs_t = x @ sig
+        else:  # X Σ̂ as (X Xᵀ) X: fewer FLOPs when m < n
+            xs_t = (x @ x.T) @ x
+            if flag:
+                xs_t.div_(c)
+        xsig = xs_t if xsig is None else xsig.add_(xs_t)
+        eps_x = e * x if eps_x is None else eps_x.add_(e * x)
+        if flag:
+            ms = mu @ sig
+            mu_sig = ms if mu_sig is None else mu_sig.add_(ms)
+        sum_sig = sig if sum_sig is None else sum_sig.add_(sig)
+        sum_eps = sum_eps + e
+        del raw, sig, xs_t
+    del xs
     c_agg = sum_sig.mean(dim=0, keepdim=True)
     if flag:
         c_agg = c_agg / (tau.mean() + 1e-12)
-    a = (
-        sum(s + e * eye for s, e in zip(sig_hat, eps_t, strict=True)) + c_agg
-    )  # broadcast to every row
-    b = sum(x @ (s + e * eye) for x, s, e in zip(centred, sig_hat, eps_t, strict=True))
+    a = sum_sig.clone()
+    a.diagonal().add_(sum_eps)
+    a_reg = a.clone() if flag else None
+    a.add_(c_agg)  # broadcast to every row
+    b = xsig + eps_x
+    del eps_x
     try:
         core = torch.linalg.solve(a.T, b.T).T  # B A⁻¹
     except RuntimeError:  # torch.linalg.LinAlgError: singular A, as the official pinv fallback
         core = b @ torch.linalg.pinv(a)
+    del a, b
     merged = core
     if flag:
-        sig_bar = sum(s + e * eye for s, e in zip(sig_hat, eps_t, strict=True)) / t_count
-        resid = sum(x @ (s - sig_bar) for x, s in zip(d, sig_hat, strict=True))
-        u, s, vh = torch.linalg.svd(resid + core, full_matrices=False)
+        sig_bar = a_reg.div_(t_count)  # Σ̄ = Σ_t (Σ̂_t + ε_t I) / T
+        resid = xsig.add_(mu_sig) - d_sum @ sig_bar
         k = max(1, math.floor(p.k_frac * min(m, n)))
-        merged = core + s[:k].mean() * (u[:, :k] @ vh[:k])
+        u, s, v = top_svd(resid.add_(core), k)
+        merged = core + s.mean() * (u @ v.T)
     task.info.update(gamma=gamma, flag=flag, mean_eig=[tr / n for tr in traces])
     return (p.scale * merged).to(task.deltas.dtype)

@@ -1,6 +1,6 @@
-import torch
 from pydantic import Field
 
+from merges.linalg import polar_and_singular_values
 from merges.registry import Params, TensorTask, register
 
 
@@ -10,7 +10,10 @@ class IsoCParams(Params):
 
 @register("iso_c", IsoCParams)
 def iso_c(task: TensorTask, p: IsoCParams):
-    """Iso-C: Σ_t Δ_t = U S Vᵀ, Δ* = α·mean(S)·U Vᵀ over all r singular values (Marczak et al. 2025)."""
-    ta = task.deltas.to(task.factor_dtype).sum(0)
-    u, s, vh = torch.linalg.svd(ta, full_matrices=False)
-    return (p.scale * s.mean() * (u @ vh)).to(task.deltas.dtype)
+    """Iso-C: Σ_t Δ_t = U S Vᵀ, Δ* = α·mean(S)·U Vᵀ over all r singular values (Marczak et al. 2025).
+
+    U Vᵀ and S in factor_dtype (via Gram eigh where accurate, see merges.linalg); the result in fp32.
+    """
+    ta = task.deltas.sum(0, dtype=task.factor_dtype)
+    pol, s = polar_and_singular_values(ta)
+    return (p.scale * s.mean() * pol).to(task.deltas.dtype)

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from merges.linalg import polar
+from merges.linalg import polar, top_svd
 from merges.registry import Params, TensorTask, register
 
 
@@ -20,20 +20,22 @@ def subspace_sizes(r: int, t_count: int, f: float) -> tuple[int, int]:
 
 @register("iso_cts", IsoCtsParams)
 def iso_cts(task: TensorTask, p: IsoCtsParams):
-    """Iso-CTS: common subspace of Σ_t Δ_t plus each task's top directions outside it, isotropic spectrum (Marczak et al. 2025)."""
-    deltas = task.deltas.to(task.factor_dtype)
-    t_count, m, n = deltas.shape
-    r = min(m, n)
-    k_c, n_t = subspace_sizes(r, t_count, p.common_fraction)
-    u, s, vh = torch.linalg.svd(deltas.sum(0), full_matrices=False)
-    u_c, s_c, v_c = u[:, :k_c], s[:k_c], vh[:k_c].T
+    """Iso-CTS: common subspace of Σ_t Δ_t plus each task's top directions outside it, isotropic spectrum (Marczak et al. 2025).
+
+    Top k_c triplets of Σ_t Δ_t, top n_t of each (I − U_c U_cᵀ)Δ_t, Δ* = α·s̄·polar(Û) polar(V̂)ᵀ;
+    factorisations in factor_dtype (via Gram eigh where accurate, see merges.linalg), result fp32.
+    """
+    fd = task.factor_dtype
+    t_count, m, n = task.deltas.shape
+    k_c, n_t = subspace_sizes(min(m, n), t_count, p.common_fraction)
+    u_c, s_c, v_c = top_svd(task.deltas.sum(0, dtype=fd), k_c)
     us, ss, vs = [], [], []
-    for d in deltas:
-        resid = d - u_c @ (u_c.T @ d)
-        ut, st, vht = torch.linalg.svd(resid, full_matrices=False)
-        us.append(ut[:, :n_t])
-        ss.append(st[:n_t])
-        vs.append(vht[:n_t].T)
+    for d in task.deltas:
+        d = d.to(fd)
+        ut, st, vt = top_svd(d - u_c @ (u_c.T @ d), n_t)
+        us.append(ut)
+        ss.append(st)
+        vs.append(vt)
     u_hat = torch.cat([*us, u_c], 1)
     v_hat = torch.cat([*vs, v_c], 1)
     s_bar = torch.cat([*ss, s_c]).mean()

@@ -1,4 +1,3 @@
-import torch
 from pydantic import Field
 
 from merges.errors import MergeInputError
@@ -14,7 +13,10 @@ class RegMeanParams(Params):
 
 @register("regmean", RegMeanParams, needs_stats=True)
 def regmean(task: TensorTask, p: RegMeanParams):
-    """RegMean: Δ* = (Σ_t Δ_t G̃_t)(Σ_t G̃_t)⁻¹, task-vector form, fp64 Cholesky (Jin et al. 2023)."""
+    """RegMean: Δ* = (Σ_t Δ_t G̃_t)(Σ_t G̃_t)⁻¹, task-vector form, fp64 Cholesky (Jin et al. 2023).
+
+    G̃_t, the products and the Cholesky solve (merges.linalg.spd_solve_right) in factor_dtype.
+    """
     if task.grams is None:
         raise MergeInputError(
             f"regmean needs an input Gram for {task.name}; pass --stats per expert"
@@ -22,11 +24,13 @@ def regmean(task: TensorTask, p: RegMeanParams):
     fd = task.factor_dtype
     num, den = None, None
     for d, g in zip(task.deltas, task.grams, strict=True):
-        g = g.to(fd)
-        gt = p.alpha * g + (1 - p.alpha) * torch.diag(torch.diagonal(g))
+        gt = g.to(fd, copy=True)
+        diag = gt.diagonal().clone()
+        gt.mul_(p.alpha).diagonal().add_((1 - p.alpha) * diag)
         term = d.to(fd) @ gt
-        num = term if num is None else num + term
-        den = gt if den is None else den + gt
+        num = term if num is None else num.add_(term)
+        den = gt if den is None else den.add_(gt)
+        del gt, term
     merged, ridge = spd_solve_right(num, den)
     task.info["ridge"] = ridge
     return merged.to(task.deltas.dtype)

@@ -1,7 +1,7 @@
 import torch
 from pydantic import Field
 
-from merges.linalg import numerical_rank, polar
+from merges.linalg import polar, top_svd
 from merges.registry import Params, TensorTask, register
 
 
@@ -14,18 +14,14 @@ def tsv(task: TensorTask, p: TsvParams):
     """TSV-Merge: top-k (k = ⌊r/T⌋) singular triplets per task, decorrelated by polar factors (Gargiulo et al. 2025).
 
     Each task keeps min(k, numerical rank) triplets, so arbitrary completion vectors of zero
-    singular values never enter the polar step (spec §2.6 pitfall).
+    singular values never enter the polar step (spec §2.6 pitfall). Triplets and polar factors
+    in factor_dtype (via Gram eigh where accurate, see merges.linalg); the result in fp32.
     """
-    deltas = task.deltas.to(task.factor_dtype)
-    t_count, m, n = deltas.shape
+    t_count, m, n = task.deltas.shape
     k = min(m, n) // t_count
-    us, ss, vs = [], [], []
-    for d in deltas:
-        u, s, vh = torch.linalg.svd(d, full_matrices=False)
-        kt = min(k, numerical_rank(s, (m, n), torch.finfo(task.deltas.dtype).eps))
-        us.append(u[:, :kt])
-        ss.append(s[:kt])
-        vs.append(vh[:kt].T)
+    eps = torch.finfo(task.deltas.dtype).eps
+    parts = [top_svd(d.to(task.factor_dtype), k, rank_eps=eps) for d in task.deltas]
+    us, ss, vs = zip(*parts, strict=True)
     u_hat, s_hat, v_hat = torch.cat(us, 1), torch.cat(ss), torch.cat(vs, 1)
     if s_hat.numel() == 0:
         return torch.zeros_like(task.deltas[0])
