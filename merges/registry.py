@@ -25,8 +25,8 @@ class Params(pydantic.BaseModel):
 class TensorTask:
     """One tensor's merge problem.
 
-    deltas: [T, *shape] fp32 task vectors Δ_t = W_t − W_0 on the compute device (a block of rows
-            for `rowwise` methods); the method may overwrite it (the engine is done with it).
+    deltas: [T, *shape] fp32 task vectors Δ_t = W_t − W_0 on the compute device (a flat chunk
+            [T, k] for `elementwise` methods); the method may overwrite it (the engine is done with it).
     grams:  per expert, the [n, n] input Gram of this Linear (RegMean), else None.
     factor_dtype: dtype for factorisations and solves (float64 unless asked otherwise).
     info:   per-tensor diagnostics the method wants recorded in merge.json.
@@ -50,7 +50,7 @@ class Method:
     summary: str
     needs_stats: bool = False
     matrix_only: bool = True  # False: element-wise, valid on tensors of any shape
-    rowwise: bool = False  # True: rows merge independently, so the engine may pass row blocks
+    elementwise: bool = False  # True: each entry merges alone, so the engine may pass chunks
 
     def source_file(self) -> Path:
         return Path(inspect.getsourcefile(self.fn))
@@ -98,7 +98,7 @@ def register(
     *,
     needs_stats: bool = False,
     matrix_only: bool = True,
-    rowwise: bool = False,
+    elementwise: bool = False,
 ):
     """Decorator: register `fn(task, params) -> merged delta` under `name`."""
 
@@ -107,7 +107,13 @@ def register(
             raise RuntimeError(f"method {name!r} registered twice")
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[name] = Method(
-            name, params, fn, doc.splitlines()[0] if doc else "", needs_stats, matrix_only, rowwise
+            name,
+            params,
+            fn,
+            doc.splitlines()[0] if doc else "",
+            needs_stats,
+            matrix_only,
+            elementwise,
         )
         return fn
 

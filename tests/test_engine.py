@@ -238,11 +238,14 @@ def test_row_blocks_give_the_same_bytes_as_whole_tensors(
     tiny_family, tmp_path, monkeypatch, method
 ):
     """Row-separable merges (element-wise methods, the mean task vector of the rest) are streamed
-    in row blocks; tiny blocks (and a tiny read-ahead budget) must not change a single byte."""
+    in row blocks and computed in chunks; tiny blocks, chunks and read-ahead budget must not
+    change a single byte."""
     import merges.engine as engine
+    import merges.unit_merge as unit_merge
 
     whole = run_merge(spec(tiny_family, tmp_path / "whole", method), progress=False)
     monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(unit_merge, "CHUNK_ELEMENTS", 333)
     monkeypatch.setattr(engine, "READ_AHEAD_BYTES", 10_000)
     blocked = run_merge(spec(tiny_family, tmp_path / "blocked", method), progress=False)
     assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (

@@ -1,0 +1,148 @@
+"""Merging one unit (a tensor, or a block of its rows): W = W_0 + Δ*, with its diagnostics.
+
+On the CPU the element-wise work goes in chunks of `CHUNK_ELEMENTS` entries, so the fp32
+temporaries of one chunk stay in cache: forming Δ_t = W_t − W_0 (bf16 inputs promoted on the fly),
+the mean task vector or an element-wise method, W_0 + Δ*, its bf16 rounding and the diagnostics.
+A method that needs the whole tensor gets the whole [T, *shape] stack; only its output is chunked.
+Non-finite input is found from the task vectors' norms, so it costs no extra pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from merges.errors import MergeInputError
+from merges.registry import TensorTask
+from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
+
+CHUNK_ELEMENTS = 1 << 18  # 1 MB per fp32 temporary: cache-resident on the CPU
+COPIED = "copied (non-float)"
+
+
+class TensorDiag:
+    """Per-tensor diagnostics accumulated over its units and chunks (spec §1.5.5 for bf16).
+
+    bf16_lost_frac: share of entries with Δ* ≠ 0 where bf16(W_0 + Δ*) == W_0;
+    bf16_rel_err:   ‖bf16(W_0 + Δ*) − (W_0 + Δ*)‖ / ‖Δ*‖.
+    """
+
+    def __init__(self, role: str, n_experts: int):
+        self.role, self.blocks, self.whole, self.info = role, 0, False, {}
+        self.expert_sq = [0.0] * n_experts
+        self.merged_sq = self.err_sq = 0.0
+        self.n_nonzero = self.n_lost = 0
+
+    def record(self) -> dict:
+        if self.role == COPIED:
+            return {"role": self.role}
+        out = {"role": self.role, "expert_delta_norms": [math.sqrt(x) for x in self.expert_sq]}
+        out["processed"] = "whole" if self.whole else f"{self.blocks} row block(s)"
+        if self.info:
+            out["method"] = self.info
+        dn = math.sqrt(self.merged_sq)
+        out["merged_delta_norm"] = dn
+        out["bf16_lost_frac"] = self.n_lost / self.n_nonzero if self.n_nonzero else 0.0
+        out["bf16_rel_err"] = math.sqrt(self.err_sq) / dn if dn else 0.0
+        return out
+
+
+def _sq(x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x)) ** 2
+
+
+class UnitMerger:
+    """Turns a `stream.Unit` into its output tensor (CPU, output dtype), updating a TensorDiag."""
+
+    def __init__(self, spec, method, params, grams, device: torch.device):
+        self.spec, self.method, self.params, self.grams = spec, method, params, grams
+        self.device = device
+        self.out_dtype = OUTPUT_DTYPES[spec.dtype]
+        self.factor_dtype = FACTOR_DTYPES[spec.factor_dtype]
+        self.chunk = CHUNK_ELEMENTS if device.type == "cpu" else 1 << 62
+
+    def __call__(self, unit, diag: TensorDiag) -> torch.Tensor:
+        if diag.role == COPIED:
+            return unit.base
+        diag.blocks += 1
+        base = unit.base.reshape(-1)
+        experts = [e.reshape(-1) for e in unit.experts]
+        unit.experts = []
+        out = torch.empty(base.numel(), dtype=self.out_dtype)
+        whole_method = diag.role == "method" and not self.method.elementwise
+        if whole_method:
+            deltas = torch.empty((len(experts), base.numel()), device=self.device)
+            for s, e in self._chunks(base.numel()):
+                w0 = base[s:e].to(self.device, torch.float32)
+                self._deltas(unit.job.name, w0, [x[s:e] for x in experts], deltas[:, s:e], diag)
+            del experts
+            merged = self._method(unit.job.name, deltas.view(-1, *unit.base.shape), diag)
+            del deltas
+            for s, e in self._chunks(base.numel()):
+                w0 = base[s:e].to(self.device, torch.float32)
+                self._finish(unit.job.name, w0, base[s:e], merged[s:e], out[s:e], diag)
+        else:
+            for s, e in self._chunks(base.numel()):
+                w0 = base[s:e].to(self.device, torch.float32)
+                if diag.role == "base":
+                    self._finite(w0, unit.job.name)
+                    out[s:e] = w0.to(self.out_dtype).cpu()
+                    continue
+                d = torch.empty((len(experts), e - s), device=self.device)
+                self._deltas(unit.job.name, w0, [x[s:e] for x in experts], d, diag)
+                if diag.role == "mean_delta":
+                    merged = d.mean(0)
+                else:
+                    merged = self._method(unit.job.name, d, diag)
+                self._finish(unit.job.name, w0, base[s:e], merged, out[s:e], diag)
+        return out.view(unit.base.shape)
+
+    def _chunks(self, n: int):
+        return [(s, min(n, s + self.chunk)) for s in range(0, n, self.chunk)] or [(0, 0)]
+
+    def _finite(self, w0: torch.Tensor, name: str) -> None:
+        if not bool(torch.isfinite(w0).all()):
+            raise MergeInputError(
+                f"non-finite values (nan/inf) in tensor {name} of base {self.spec.base}"
+            )
+
+    def _deltas(self, name, w0, raw_experts, out, diag) -> None:
+        """out[t] = W_t − W_0 for one chunk; a non-finite norm names the input that caused it."""
+        for t, raw in enumerate(raw_experts):
+            torch.sub(raw.to(self.device), w0, out=out[t])
+            sq = _sq(out[t])
+            if not math.isfinite(sq):
+                self._finite(w0, name)
+                raise MergeInputError(
+                    f"non-finite values (nan/inf) in tensor {name} of expert {self.spec.experts[t]}"
+                )
+            diag.expert_sq[t] += sq
+
+    def _method(self, name: str, deltas: torch.Tensor, diag: TensorDiag) -> torch.Tensor:
+        task = TensorTask(name, deltas, None, self.factor_dtype)
+        if self.grams is not None:
+            task.grams = [g.gram_for(name).to(self.device) for g in self.grams]
+        merged = self.method.fn(task, self.params).to(torch.float32).reshape(-1)
+        diag.info.update(task.info)
+        return merged
+
+    def _finish(self, name, w0, w0_raw, merged, out, diag: TensorDiag) -> None:
+        """out = W_0 + Δ* in the output dtype, and the diagnostics of Δ* and its bf16 rounding."""
+        sq = _sq(merged)
+        if not math.isfinite(sq):
+            raise FloatingPointError(
+                f"method {self.method.name!r} produced non-finite values for tensor {name}"
+            )
+        diag.merged_sq += sq
+        nonzero = int(torch.count_nonzero(merged))
+        diag.n_nonzero += nonzero
+        full = merged + w0
+        rounded = full.to(torch.bfloat16)
+        if w0_raw.dtype == torch.bfloat16:  # W_0 is exact in bf16: Δ* = 0 entries round to it
+            same = int(torch.count_nonzero(rounded == w0_raw.to(rounded.device)))
+            diag.n_lost += same - (merged.numel() - nonzero)
+        else:
+            diag.n_lost += int(torch.count_nonzero((rounded.float() == w0) & (merged != 0)))
+        diag.err_sq += _sq(torch.sub(rounded, full))
+        out.copy_(rounded if self.out_dtype == torch.bfloat16 else full.to(self.out_dtype))
