@@ -6,11 +6,11 @@ import torch
 
 
 def gram_rtol(dtype: torch.dtype) -> float:
-    """Smallest σ/σ_1 for which the Gram route is trusted: σ² ≥ 1e8·eps·σ_1², error ≈ eps·κ² ≤ 1e-8.
+    """Smallest s/s_1 for which the Gram route is used: its error ≈ eps·κ² ≤ 1e-7 (fp32 output rounding).
 
-    Is √(1e8·eps): 1.5e-4 in float64; above 1 in float32, where the Gram route is never used.
+    √(1e7·eps): 4.7e-5 in float64; above 1 in float32, where the Gram route is never used.
     """
-    return (1e8 * torch.finfo(dtype).eps) ** 0.5
+    return (1e7 * torch.finfo(dtype).eps) ** 0.5
 
 
 def _gram_eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -28,7 +28,7 @@ def top_svd(
     k' = min(k, numerical_rank(s, eps=rank_eps)) (k = r and no rank cut by default). Computed
     from eigh of the smaller side's Gram (XᵀX if m ≥ n, else XXᵀ): s = √λ, the other side's
     vectors as X v / s (or Xᵀ u / s). That is accurate to ≈ eps·(s_1/s)², so it is used only
-    when every kept s ≥ gram_rtol·s_1; otherwise (and always in float32) torch.linalg.svd.
+    when every kept s > gram_rtol·s_1; otherwise (and always in float32) torch.linalg.svd.
     """
     m, n = x.shape
     r = min(m, n)
@@ -50,7 +50,7 @@ def polar_and_singular_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """(polar(X), s): polar(X) = U Vᵀ for the thin SVD X = U diag(s) Vᵀ, s descending, in x's dtype.
 
     polar(X) = X G^{-1/2} with G = XᵀX (m ≥ n), else G^{-1/2} X with G = XXᵀ, from eigh of G, when
-    s_min ≥ gram_rtol·s_1 (orthogonality error ≈ eps·κ² ≤ 1e-8); otherwise torch.linalg.svd.
+    s_min > gram_rtol·s_1 (error ≈ eps·κ² ≤ 1e-7); otherwise torch.linalg.svd.
     """
     if gram_rtol(x.dtype) < 1:
         s, q, tall = _gram_eigh(x)
