@@ -1,6 +1,7 @@
 """The streaming merge: base and experts read tensor by tensor, merged, written as shards.
 
-A read-ahead thread (`merges.stream`) reads the next units while one is merged. Tensors whose
+A read-ahead thread (`merges.stream`) reads the next units while one is merged, and a
+write-behind thread writes the previous unit's output. Tensors whose
 merge is row-separable (the mean task vector of embeddings, `lm_head` and norms, W_0 kept,
 element-wise methods such as `average` and `task_arithmetic`) go through in row blocks of at most
 `BLOCK_ELEMENTS` entries, so even a 100278 x 4096 embedding never sits in memory whole; a
@@ -14,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -73,6 +75,11 @@ def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str, tok_src: Pat
             shutil.copyfile(src, folder / f)
 
 
+def _write(writer: ShardedWriter, name: str, out: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    writer.write(name, out)
+    return buf
+
+
 def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     """Merge `spec.experts` into `spec.base` with `spec.method`; return the merge.json record."""
     t_start = time.perf_counter()
@@ -92,6 +99,8 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
         jobs = _jobs(writer.order, base, roles, method)
         diagnostics, timings = {}, {}
         reader = ReadAhead(jobs, base, experts, READ_AHEAD_BYTES)
+        write_behind = ThreadPoolExecutor(1, thread_name_prefix="merge-write")  # one unit in flight
+        pending = None
         bar = tqdm(total=len(writer.order), desc=f"merge {method.name}", unit="tensor")
         bar.disable = not progress
         try:
@@ -100,10 +109,12 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
                 name = unit.job.name
                 diag = diag or TensorDiag(roles[name], len(experts))
                 diag.whole = unit.job.rows is None
-                out = merger(unit, diag)
-                writer.write(name, out)
-                del out
+                out, buf = merger(unit, diag)
                 reader.release(unit)
+                if pending is not None:
+                    merger.pool.give(pending.result())
+                pending = write_behind.submit(_write, writer, name, out, buf)
+                del out
                 if unit.job.last:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
@@ -111,8 +122,11 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
                     diagnostics[name] = diag.record()
                     t0, diag = time.perf_counter(), None
                     bar.update()
+            if pending is not None:
+                merger.pool.give(pending.result())
         finally:
             reader.close()
+            write_behind.shutdown(wait=True)
             bar.close()
         writer.close()
         _copy_side_files(spec, tmp, spec.dtype, tok_src)

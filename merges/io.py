@@ -121,8 +121,14 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return infos, meta
 
 
-def read_tensor(name: str, info: TensorInfo, rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """Read one tensor (or rows r0:r1 of its first dimension) with pread into a new CPU tensor."""
+def read_tensor(
+    name: str,
+    info: TensorInfo,
+    rows: tuple[int, int] | None = None,
+    into: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Read one tensor (or rows r0:r1 of its first dimension) with pread into a CPU tensor:
+    a new one, or a view of the uint8 buffer `into` (reused buffers spare the page faults)."""
     start, end, shape = info.start, info.end, info.shape
     if rows is not None:
         r0, r1 = rows
@@ -130,7 +136,7 @@ def read_tensor(name: str, info: TensorInfo, rows: tuple[int, int] | None = None
         start, end = info.start + r0 * row_bytes, info.start + r1 * row_bytes
         shape = (r1 - r0, *shape[1:])
     nbytes = end - start
-    buf = torch.empty(nbytes, dtype=torch.uint8)
+    buf = torch.empty(nbytes, dtype=torch.uint8) if into is None else into[:nbytes]
     if nbytes:
         fd = os.open(info.file, os.O_RDONLY)
         try:
@@ -164,8 +170,10 @@ class TensorStore:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
 
-    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        return read_tensor(name, self.tensors[name], rows)
+    def read(
+        self, name: str, rows: tuple[int, int] | None = None, into: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return read_tensor(name, self.tensors[name], rows, into)
 
 
 class Checkpoint(TensorStore):

@@ -33,6 +33,26 @@ class Unit:
     base: torch.Tensor
     experts: list[torch.Tensor]
     nbytes: int
+    buffers: list[torch.Tensor]
+
+
+class BufferPool:
+    """Reusable uint8 buffers: a fresh buffer costs a page fault per 4 KB page on first touch."""
+
+    def __init__(self):
+        self._free: list[torch.Tensor] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
+            if fits:
+                return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def give(self, buf: torch.Tensor) -> None:
+        with self._lock:
+            self._free.append(buf)
 
 
 def row_blocks(shape: tuple[int, ...], max_elements: int) -> list[tuple[int, int] | None]:
@@ -50,23 +70,29 @@ class ReadAhead:
     def __init__(self, jobs: list[Job], base: TensorStore, experts: list[TensorStore], budget: int):
         self.jobs, self.base, self.experts, self.budget = jobs, base, experts, budget
         self._queue: queue.Queue = queue.Queue()
+        self.pool = BufferPool()
         self._cv = threading.Condition()
         self._in_flight = 0
         self._stop = False
         self._thread = threading.Thread(target=self._read, name="merge-read-ahead", daemon=True)
         self._thread.start()
 
-    def _nbytes(self, job: Job) -> int:
-        info = self.base.tensors[job.name]
-        size = info.end - info.start
-        if job.rows is not None:
-            size = size * (job.rows[1] - job.rows[0]) // info.shape[0]
-        return size * (1 + (len(self.experts) if job.with_experts else 0))
+    def _sizes(self, job: Job, stores: list[TensorStore]) -> list[int]:
+        out = []
+        for st in stores:
+            info = st.tensors[job.name]
+            size = info.end - info.start
+            if job.rows is not None:
+                size = size * (job.rows[1] - job.rows[0]) // info.shape[0]
+            out.append(size)
+        return out
 
     def _read(self) -> None:
         try:
             for job in self.jobs:
-                n = self._nbytes(job)
+                stores = [self.base, *(self.experts if job.with_experts else [])]
+                sizes = self._sizes(job, stores)
+                n = sum(sizes)
                 with self._cv:
                     self._cv.wait_for(
                         lambda n=n: (
@@ -76,10 +102,11 @@ class ReadAhead:
                     if self._stop:
                         return
                     self._in_flight += n
-                experts = (
-                    [e.read(job.name, job.rows) for e in self.experts] if job.with_experts else []
-                )
-                self._queue.put(Unit(job, self.base.read(job.name, job.rows), experts, n))
+                bufs = [self.pool.take(size) for size in sizes]
+                base, *experts = [
+                    st.read(job.name, job.rows, b) for st, b in zip(stores, bufs, strict=True)
+                ]
+                self._queue.put(Unit(job, base, experts, n, bufs))
         except BaseException as e:  # handed to the merging thread
             self._queue.put(e)
             return
@@ -92,6 +119,10 @@ class ReadAhead:
             yield item
 
     def release(self, unit: Unit) -> None:
+        """The unit's tensors are no longer used: their buffers return to the pool."""
+        for b in unit.buffers:
+            self.pool.give(b)
+        unit.buffers = []
         with self._cv:
             self._in_flight -= unit.nbytes
             self._cv.notify_all()
