@@ -10,6 +10,7 @@ from merges.deps import code_record
 ENGINE = {
     "merges/__init__.py",
     "merges/device.py",
+    "merges/checks.py",
     "merges/engine.py",
     "merges/errors.py",
     "merges/grams.py",
@@ -17,6 +18,8 @@ ENGINE = {
     "merges/policy.py",
     "merges/provenance.py",
     "merges/registry.py",
+    "merges/spec.py",
+    "merges/stream.py",
     "merges/deps.py",
 }
 
@@ -28,7 +31,8 @@ ENGINE = {
         ("merges.methods.dare", {"merges/methods/dare.py", "merges/methods/ties.py"}),
         ("merges.methods.tsv", {"merges/methods/tsv.py", "merges/linalg.py"}),
         ("merges.methods.regmean", {"merges/methods/regmean.py", "merges/linalg.py"}),
-        ("merges.methods.iso_c", {"merges/methods/iso_c.py"}),
+        ("merges.methods.iso_c", {"merges/methods/iso_c.py", "merges/linalg.py"}),
+        ("merges.methods.ace", {"merges/methods/ace.py", "merges/linalg.py"}),
     ],
 )
 def test_a_merge_depends_on_the_engine_and_its_own_imports(method, own):

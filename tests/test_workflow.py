@@ -236,7 +236,7 @@ def test_smoke_dag_interrupted_resumed_and_regression(tmp_path):
     # the sources by hand here), their generations and scores, and the report
     for touched, merges in [
         ("merges/methods/tsv.py", {"tsv"}),
-        ("merges/linalg.py", {"tsv", "iso_cts", "actmat", "regmean"}),
+        ("merges/linalg.py", {"tsv", "iso_c", "iso_cts", "actmat", "regmean", "ace"}),
         ("merges/methods/ties.py", {"ties", "dare"}),
         ("merges/io.py", set(yaml.safe_load((repo / "config/smoke.yaml").read_text())["merges"])),
     ]:
