@@ -20,6 +20,7 @@ ENGINE = {
     "merges/registry.py",
     "merges/spec.py",
     "merges/stream.py",
+    "merges/unit_merge.py",
     "merges/deps.py",
 }
 
