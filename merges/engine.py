@@ -36,7 +36,7 @@ __all__ = ["MergeSpec", "check_compatible", "run_merge"]
 log = logging.getLogger("merges")
 
 BLOCK_ELEMENTS = 1 << 24  # 16 M entries: 64 MB per fp32 row block
-READ_AHEAD_BYTES = 512 * 1024**2
+READ_AHEAD_BYTES = 256 * 1024**2
 
 
 def _roles(base, method, rest_policy) -> dict[str, str]:
@@ -109,8 +109,8 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
                 name = unit.job.name
                 diag = diag or TensorDiag(roles[name], len(experts))
                 diag.whole = unit.job.rows is None
-                out, buf = merger(unit, diag)
-                reader.release(unit)
+                out, buf = merger(unit, diag, reader.release)
+                reader.done(unit)
                 if pending is not None:
                     merger.pool.give(pending.result())
                 pending = write_behind.submit(_write, writer, name, out, buf)

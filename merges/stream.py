@@ -37,11 +37,14 @@ class Unit:
 
 
 class BufferPool:
-    """Reusable uint8 buffers: a fresh buffer costs a page fault per 4 KB page on first touch."""
+    """Reusable uint8 buffers: a fresh buffer costs a page fault per 4 KB page on first touch.
+    At most `max_free` bytes of idle buffers are kept (the largest), so the pool cannot grow
+    the merge's memory beyond what is in flight plus that."""
 
-    def __init__(self):
+    def __init__(self, max_free: int = 128 * 1024**2):
         self._free: list[torch.Tensor] = []
         self._lock = threading.Lock()
+        self.max_free = max_free
 
     def take(self, nbytes: int) -> torch.Tensor:
         with self._lock:
@@ -53,6 +56,9 @@ class BufferPool:
     def give(self, buf: torch.Tensor) -> None:
         with self._lock:
             self._free.append(buf)
+            self._free.sort(key=torch.Tensor.numel, reverse=True)
+            while sum(b.numel() for b in self._free) > self.max_free:
+                self._free.pop()
 
 
 def row_blocks(shape: tuple[int, ...], max_elements: int) -> list[tuple[int, int] | None]:
@@ -65,7 +71,7 @@ def row_blocks(shape: tuple[int, ...], max_elements: int) -> list[tuple[int, int
 
 
 class ReadAhead:
-    """Iterate over `Unit`s in job order; call `release(unit)` when done with each."""
+    """Iterate over `Unit`s in job order; call `done(unit)` when each is merged."""
 
     def __init__(self, jobs: list[Job], base: TensorStore, experts: list[TensorStore], budget: int):
         self.jobs, self.base, self.experts, self.budget = jobs, base, experts, budget
@@ -118,11 +124,16 @@ class ReadAhead:
                 raise item
             yield item
 
-    def release(self, unit: Unit) -> None:
-        """The unit's tensors are no longer used: their buffers return to the pool."""
-        for b in unit.buffers:
+    def release(self, unit: Unit, keep_base: bool = False) -> None:
+        """The unit's input tensors (all, or all but the base) are no longer used: their
+        buffers return to the pool."""
+        for b in unit.buffers[1 if keep_base else 0 :]:
             self.pool.give(b)
-        unit.buffers = []
+        unit.buffers = unit.buffers[:1] if keep_base else []
+
+    def done(self, unit: Unit) -> None:
+        """The unit is merged: its bytes stop counting against the read-ahead budget."""
+        self.release(unit)
         with self._cv:
             self._in_flight -= unit.nbytes
             self._cv.notify_all()

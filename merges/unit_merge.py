@@ -77,13 +77,16 @@ class UnitMerger:
         self.chunk = CHUNK_ELEMENTS if device.type == "cpu" else 1 << 62
         self.pool = BufferPool()
 
-    def __call__(self, unit, diag: TensorDiag) -> tuple[torch.Tensor, torch.Tensor]:
-        """(output tensor, its buffer: give it back to `self.pool` once written)."""
+    def __call__(self, unit, diag: TensorDiag, release) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output tensor, its buffer: give it back to `self.pool` once written); `release(unit)`
+        is called as soon as the unit's input tensors are no longer needed."""
         n = unit.base.numel()
         if diag.role == COPIED:
             buf = self.pool.take(unit.base.numel() * unit.base.element_size())
             out = buf[: n * unit.base.element_size()].view(unit.base.dtype)
-            return out.copy_(unit.base.reshape(-1)).view(unit.base.shape), buf
+            out.copy_(unit.base.reshape(-1))
+            release(unit)
+            return out.view(unit.base.shape), buf
         diag.blocks += 1
         base = unit.base.reshape(-1)
         experts = [e.reshape(-1) for e in unit.experts]
@@ -99,16 +102,19 @@ class UnitMerger:
                     w0 = base[s:e].to(self.device, torch.float32)
                     raw = [x[s:e] for x in experts]
                     self._deltas(unit.job.name, w0, raw, deltas[:, s:e], diag)
-            del experts
+            del experts, raw
+            w0_raw = base
+            release(unit, keep_base=True)  # the experts' buffers go back now
             merged = self._method(unit.job.name, deltas.view(-1, *unit.base.shape), diag)
             del deltas
             with _one_thread():
                 for s, e in self._chunks(base.numel()):
-                    w0 = base[s:e].to(self.device, torch.float32)
-                    self._finish(unit.job.name, w0, base[s:e], merged[s:e], out[s:e], diag)
+                    w0 = w0_raw[s:e].to(self.device, torch.float32)
+                    self._finish(unit.job.name, w0, w0_raw[s:e], merged[s:e], out[s:e], diag)
         else:
             with _one_thread():
                 self._chunked(unit, base, experts, out, diag)
+            release(unit)
         return out.view(unit.base.shape), buf
 
     def _chunked(self, unit, base, experts, out, diag: TensorDiag) -> None:

@@ -321,3 +321,23 @@ def test_ace_flagged_branch_both_orientations(shape):
     got, info = run("ace", d)
     assert info["flag"] is True
     assert rel_err(got, ref.ace(d, None, {})) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["randn", "ties", "sparse"])
+def test_ties_threshold_by_histogram_equals_kthvalue(kind):
+    """The TIES trim finds kthvalue(|τ|, k) through a histogram of the float bits; it must be
+    the exact k-th smallest |τ| (numpy's partition as the independent reference)."""
+    import numpy as np
+
+    from merges.methods.ties import kth_smallest_abs
+
+    g = torch.Generator().manual_seed(3)
+    for n in (1, 5, 4097, 300_000):
+        x = torch.randn(n, generator=g)
+        if kind == "ties":
+            x = torch.round(x * 4) / 4
+        if kind == "sparse":
+            x = x * (torch.rand(n, generator=g) < 0.05)
+        for k in sorted({1, n, (n + 1) // 2, max(1, n - int(n * 0.2))}):
+            want = np.partition(np.abs(x.numpy()), k - 1)[k - 1]
+            assert float(kth_smallest_abs(x, k)) == float(want), (n, k)

@@ -35,4 +35,4 @@ def dare(task: TensorTask, p: DareParams):
         del mask
     rescaled = task.deltas
     merged = rescaled.sum(0) if p.combine == "sum" else elect_and_disjoint_mean(rescaled)
-    return p.scale * merged
+    return merged.mul_(p.scale)

@@ -9,35 +9,57 @@ class TiesParams(Params):
     scale: float = Field(1.0, description="λ applied to the disjoint mean")
 
 
+def kth_smallest_abs(x: torch.Tensor, k: int) -> torch.Tensor:
+    """kthvalue(|x|, k) (1-based), exactly, in O(1) extra memory: non-negative floats order like
+    their bit patterns, so a histogram of the high 16 bits finds the k-th value's high half and a
+    histogram of the low 16 bits of the entries sharing it finds the low half (radix select)."""
+    flat, step, bins = x.reshape(-1), 1 << 22, 1 << 16
+
+    def histogram(high: int | None) -> torch.Tensor:
+        hist = torch.zeros(bins, dtype=torch.int64, device=x.device)
+        for s in range(0, flat.numel(), step):
+            bits = flat[s : s + step].abs().view(torch.int32)
+            part = bits >> 16 if high is None else bits[(bits >> 16) == high] & (bins - 1)
+            hist += torch.bincount(part, minlength=bins)
+        return hist.cumsum(0)
+
+    cum = histogram(None)
+    high = int(torch.searchsorted(cum, k))
+    rank = k - (int(cum[high - 1]) if high else 0)
+    low = int(torch.searchsorted(histogram(high), rank))
+    return torch.tensor([(high << 16) | low], dtype=torch.int32).view(torch.float32)[0].to(x.device)
+
+
 def trim_top_(x: torch.Tensor, density: float) -> torch.Tensor:
     """In place, the official `topk_values_mask`: kth = kthvalue(|x|, d − int(d·density)), keep
     |x| ≥ kth. As in the official code this keeps int(d·density) + 1 entries (plus ties)."""
-    a = x.abs()
-    d = a.numel()
-    k = max(d - int(d * density), 1)
-    kth = torch.kthvalue(a.flatten().cpu(), k).values.to(x.device)
-    return x.masked_fill_(a < kth, 0)
+    d = x.numel()
+    kth = kth_smallest_abs(x, max(d - int(d * density), 1))
+    flat, step = x.view(-1), 1 << 22
+    for s in range(0, d, step):
+        part = flat[s : s + step]
+        part.masked_fill_(part.abs() < kth, 0)
+    return x
 
 
 def elect_and_disjoint_mean(t: torch.Tensor) -> torch.Tensor:
     """TIES steps 2-3: γ = sign(Σ_t τ_t) (zeros → majority sign), mean of the agreeing nonzeros.
 
-    After γ, every row is independent, so the mean is formed in row blocks (bounded memory).
+    After γ, every row is independent, so the mean is formed in row blocks, in γ's memory.
     """
-    gamma = torch.sign(t.sum(0))
-    gamma = torch.where(gamma == 0, torch.sign(gamma.sum()), gamma)
+    gamma = t.sum(0).sign_()
+    gamma.masked_fill_(gamma == 0, torch.sign(gamma.sum()))
     if gamma.numel() == 0:
         return gamma
     g2 = gamma.reshape(gamma.shape[0] if gamma.dim() else 1, -1)
     t2 = t.reshape(t.shape[0], *g2.shape)
-    out = torch.empty_like(g2)
-    step = max(1, (1 << 22) // g2.shape[1])
-    for r0 in range(0, g2.shape[0], step):
+    step = max(1, (1 << 20) // g2.shape[1])
+    for r0 in range(0, g2.shape[0], step):  # each block's mean overwrites its γ rows
         tb, gb = t2[:, r0 : r0 + step], g2[r0 : r0 + step]
         keep = ((gb > 0) & (tb > 0)) | ((gb < 0) & (tb < 0))
-        kept = torch.where(keep, tb, torch.zeros_like(tb))
-        out[r0 : r0 + step] = kept.sum(0) / keep.sum(0).clamp_min(1)
-    return out.reshape(gamma.shape)
+        kept = torch.where(keep, tb, 0.0)
+        gb.copy_(kept.sum(0) / keep.sum(0).clamp_min(1))
+    return gamma
 
 
 @register("ties", TiesParams, matrix_only=False)
@@ -48,4 +70,4 @@ def ties(task: TensorTask, p: TiesParams):
     task.info["nonzero_frac"] = [
         int(torch.count_nonzero(d)) / max(1, d.numel()) for d in task.deltas
     ]
-    return p.scale * elect_and_disjoint_mean(task.deltas)
+    return elect_and_disjoint_mean(task.deltas).mul_(p.scale)
