@@ -153,6 +153,7 @@ def _row(name: str, tool: str, m: Measured, out_size: int | None = None) -> dict
         "name": name,
         "tool": tool,
         "ok": m.returncode == 0,
+        "returncode": m.returncode,
         "wall_s": round(m.wall_s, 2),
         "peak_anon_gb": round(m.peak_anon_bytes / GB, 3),
         "read_gb": round(m.read_bytes / GB, 3),
@@ -278,7 +279,13 @@ def table(record: dict) -> str:
     for r in record["rows"]:
         name = r["name"] if r["name"] == "I/O floor" else f"{r['name']} ({r['tool']})"
         if not r["ok"]:
-            lines.append(f"| {name} | failed: {r['error'].strip().splitlines()[-1][:80]} |")
+            rc = r["returncode"]
+            why = (
+                f"killed by signal {-rc}" + (" (out of memory)" if rc == -9 else "")
+                if rc < 0
+                else f"failed (exit {rc}): {r['error'].strip().splitlines()[-1][:80]}"
+            )
+            lines.append(f"| {name} | {why} |")
             continue
         vals = [
             f"{r['wall_s']:.1f}",

@@ -101,8 +101,12 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
         reader = ReadAhead(jobs, base, experts, READ_AHEAD_BYTES)
         write_behind = ThreadPoolExecutor(1, thread_name_prefix="merge-write")  # one unit in flight
         pending = None
-        bar = tqdm(total=len(writer.order), desc=f"merge {method.name}", unit="tensor")
-        bar.disable = not progress
+        bar = tqdm(
+            total=len(writer.order),
+            desc=f"merge {method.name}",
+            unit="tensor",
+            disable=not progress,
+        )
         try:
             t0, diag = time.perf_counter(), None
             for unit in reader:
@@ -127,6 +131,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
         finally:
             reader.close()
             write_behind.shutdown(wait=True)
+            merger.close()
             bar.close()
         writer.close()
         _copy_side_files(spec, tmp, spec.dtype, tok_src)

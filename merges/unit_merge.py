@@ -10,6 +10,7 @@ Non-finite input is found from the task vectors' norms, so it costs no extra pas
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -20,6 +21,7 @@ from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
 from merges.stream import BufferPool
 
 CHUNK_ELEMENTS = 1 << 18  # 1 MB per fp32 temporary: cache-resident on the CPU
+MAX_WORKERS = 8
 COPIED = "copied (non-float)"
 
 
@@ -35,6 +37,15 @@ class TensorDiag:
         self.expert_sq = [0.0] * n_experts
         self.merged_sq = self.err_sq = 0.0
         self.n_nonzero = self.n_lost = 0
+
+    def absorb(self, other: TensorDiag) -> None:
+        """Add another accumulator's sums (a worker's share of the same unit)."""
+        self.expert_sq = [a + b for a, b in zip(self.expert_sq, other.expert_sq, strict=True)]
+        self.merged_sq += other.merged_sq
+        self.err_sq += other.err_sq
+        self.n_nonzero += other.n_nonzero
+        self.n_lost += other.n_lost
+        self.info.update(other.info)
 
     def record(self) -> dict:
         if self.role == COPIED:
@@ -76,6 +87,11 @@ class UnitMerger:
         self.factor_dtype = FACTOR_DTYPES[spec.factor_dtype]
         self.chunk = CHUNK_ELEMENTS if device.type == "cpu" else 1 << 62
         self.pool = BufferPool()
+        n = min(MAX_WORKERS, torch.get_num_threads()) if device.type == "cpu" else 1
+        self._workers = [  # one single-threaded worker per core (each its own torch thread state)
+            ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,))
+            for _ in range(n if n > 1 else 0)
+        ]
 
     def __call__(self, unit, diag: TensorDiag, release) -> tuple[torch.Tensor, torch.Tensor]:
         """(output tensor, its buffer: give it back to `self.pool` once written); `release(unit)`
@@ -118,8 +134,30 @@ class UnitMerger:
         return out.view(unit.base.shape), buf
 
     def _chunked(self, unit, base, experts, out, diag: TensorDiag) -> None:
-        """The element-wise path: every step of one chunk before the next."""
-        for s, e in self._chunks(base.numel()):
+        """The element-wise path: every step of one chunk before the next, chunks shared out
+        (interleaved) among the worker threads; their diagnostics are added in worker order."""
+        chunks = self._chunks(base.numel())
+        k = min(len(self._workers), len(chunks))
+        if k < 2:
+            return self._chunk_range(unit, base, experts, out, diag, chunks)
+        parts = [TensorDiag(diag.role, len(experts)) for _ in range(k)]
+        futures = [
+            self._workers[i].submit(
+                self._chunk_range, unit, base, experts, out, parts[i], chunks[i::k]
+            )
+            for i in range(k)
+        ]
+        for f in futures:
+            f.result()
+        for p in parts:
+            diag.absorb(p)
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.shutdown(wait=True)
+
+    def _chunk_range(self, unit, base, experts, out, diag: TensorDiag, chunks) -> None:
+        for s, e in chunks:
             w0 = base[s:e].to(self.device, torch.float32)
             if diag.role == "base":
                 self._finite(w0, unit.job.name)
