@@ -8,7 +8,8 @@ entries round back to the base. They are generated once per workdir (seeded) and
 
 Rows: the I/O floor (read every input byte, write an output of the same size, no merging); each
 method through `python -m merges run`; mergekit's `mergekit-yaml` for task_arithmetic and ties
-when it is installed. Each is a child process measured by `merges.measure`: wall time, peak
+when it is installed (RegMean gets seeded synthetic Grams, one folder shared by the experts).
+Each is a child process measured by `merges.measure`: wall time, peak
 anonymous memory of the process tree, bytes read and written.
 """
 
@@ -27,6 +28,7 @@ import torch
 from merges.bench import layout
 from merges.io import ShardedWriter
 from merges.measure import Measured, run_measured
+from merges.registry import get_method
 
 VOCAB, HIDDEN, INTER = 100278, 4096, 11008
 GB = 1e9
@@ -140,6 +142,33 @@ def make_inputs(workdir: Path, layers: int) -> list[Path]:
     return folders
 
 
+def make_stats(workdir: Path, layers: int) -> Path:
+    """A statistics folder (shared by the three experts) of seeded, well-conditioned input Grams
+    G = AᵀA/m + 0.1·I for every Linear input of the blocks, as `merges stats` writes them."""
+    from safetensors.torch import save_file
+
+    from merges.grams import STATS_JSON
+
+    folder = workdir / "stats"
+    if (folder / STATS_JSON).exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    for i in range(layers):
+        grams = {}
+        for key, n in (
+            ("attn_in", HIDDEN),
+            ("o_in", HIDDEN),
+            ("mlp_in", HIDDEN),
+            ("down_in", INTER),
+        ):
+            a = torch.randn(256, n, generator=g)
+            grams[f"model.layers.{i}.{key}"] = a.T @ a / 256 + 0.1 * torch.eye(n)
+        save_file(grams, folder / f"layer-{i:03d}.safetensors", metadata={"format": "pt"})
+    (folder / STATS_JSON).write_text(json.dumps({"synthetic": "merges bench", "layers": layers}))
+    return folder
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
@@ -220,6 +249,8 @@ def bench(
         cmd = [sys.executable, "-m", "merges", "run", "--method", method, "--base", str(folders[0])]
         cmd += sum((["--expert", str(f)] for f in folders[1:]), [])
         cmd += ["--output", str(out), "--device", device, "--quiet"]
+        if get_method(method).needs_stats:
+            cmd += ["--stats", str(make_stats(workdir, layers))] * 3
         m = run_measured(cmd, env=env)
         rows.append(_row(method, "mergeeval", m, _size(out) if out.exists() else None))
         if mk and method in MERGEKIT:
