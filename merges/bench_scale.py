@@ -235,10 +235,16 @@ def bench(
     rows = []
     out = workdir / "out"
     floor_out = workdir / "floor.bin"
-    m = run_measured(
-        [sys.executable, "-c", FLOOR, str(floor_out), *map(str, sum(map(_files, folders), []))],
-        env=dict(env, FLOOR_WRITE_BYTES=str(in_size)),
-    )
+    floor_cmd = [
+        sys.executable,
+        "-c",
+        FLOOR,
+        str(floor_out),
+        *map(str, sum(map(_files, folders), [])),
+    ]
+    floor_env = dict(env, FLOOR_WRITE_BYTES=str(in_size))
+    run_measured(floor_cmd, env=floor_env)  # warm-up: every row then reads from the page cache
+    m = run_measured(floor_cmd, env=floor_env)
     floor_out.unlink(missing_ok=True)
     rows.append(_row("I/O floor", "read inputs + write output", m, in_size))
     mk = mergekit_cli() if mergekit != "off" else None
@@ -253,14 +259,15 @@ def bench(
             cmd += ["--stats", str(make_stats(workdir, layers))] * 3
         m = run_measured(cmd, env=env)
         rows.append(_row(method, "mergeeval", m, _size(out) if out.exists() else None))
-        if mk and method in MERGEKIT:
-            shutil.rmtree(out, ignore_errors=True)
-            cfg = workdir / f"mergekit-{method}.yaml"
-            _mergekit_config(method, folders, cfg)
-            mk_cmd = [mk, str(cfg), str(out), "--quiet", "--random-seed", "0"]
-            mk_cmd += ["--cuda"] if device == "cuda" else []
-            m = run_measured(mk_cmd, env=env)
-            rows.append(_row(method, "mergekit", m, _size(out) if out.exists() else None))
+    # mergekit last: an out-of-memory kill empties the page cache the other rows rely on
+    for method in [m for m in methods if m in MERGEKIT] if mk else []:
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = workdir / f"mergekit-{method}.yaml"
+        _mergekit_config(method, folders, cfg)
+        mk_cmd = [mk, str(cfg), str(out), "--quiet", "--random-seed", "0"]
+        mk_cmd += ["--cuda"] if device == "cuda" else []
+        m = run_measured(mk_cmd, env=env)
+        rows.append(_row(method, "mergekit", m, _size(out) if out.exists() else None))
     shutil.rmtree(out, ignore_errors=True)
     record = {
         "inputs": {
