@@ -51,7 +51,9 @@ def debug_wanted(args=None) -> bool:
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse `argv`, call the chosen subcommand's `fn(args)`, and turn errors into exit codes."""
+    """Parse `argv` (every subcommand gets `--debug`), call the chosen subcommand's `fn(args)`,
+    and turn errors into exit codes."""
+    add_debug_flag(parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

@@ -280,8 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mergeeval.cli import add_debug_flag, run
+    from mergeeval.cli import run
 
-    parser = build_parser()
-    add_debug_flag(parser)
-    return run(parser, argv)
+    return run(build_parser(), argv)
