@@ -8,7 +8,10 @@ import math
 from pathlib import Path
 
 from mergeeval.cli import positive_int
+from merges.device import DEVICES
 from merges.errors import MergeInputError
+from merges.policy import REST_POLICIES
+from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
 
 
 def _parse_kv(items: list[str]) -> dict[str, str]:
@@ -164,19 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="Gram folder, once per expert in order",
     )
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument(
-        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="output dtype"
-    )
+    r.add_argument("--device", default="auto", choices=DEVICES)
+    r.add_argument("--dtype", default="bfloat16", choices=list(OUTPUT_DTYPES), help="output dtype")
     r.add_argument(
         "--tokenizer-from",
         help="folder whose tokenizer/chat template is copied (default: first expert)",
     )
-    r.add_argument("--rest-policy", default="mean_delta", choices=["mean_delta", "method", "base"])
+    r.add_argument("--rest-policy", default="mean_delta", choices=REST_POLICIES)
     r.add_argument(
         "--factor-dtype",
         default="float64",
-        choices=["float64", "float32"],
+        choices=list(FACTOR_DTYPES),
         help="dtype of SVD/eigh/solves",
     )
     r.add_argument(
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-prompts", type=positive_int, default=None)
     s.add_argument("--batch-size", type=positive_int, default=8)
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--device", default="auto", choices=DEVICES)
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_stats)
 
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workdir", default="results/bench")
     b.add_argument("--layers", type=positive_int, default=2, help="transformer blocks")
     b.add_argument("--methods", default="average task_arithmetic ties dare")
-    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--device", default="cpu", choices=[d for d in DEVICES if d != "auto"])
     b.add_argument(
         "--mergekit",
         default="auto",
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="task_arithmetic iso_c actmat tsv",
         help="space-separated METHOD[:factor_dtype][:key=value,...]",
     )
-    bl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bl.add_argument("--device", default="auto", choices=DEVICES)
     bl.set_defaults(fn=cmd_bench_layers)
     return p
 

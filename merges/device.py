@@ -16,6 +16,6 @@ def resolve_device(device: str) -> torch.device:
         raise MergeInputError(
             "--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto"
         )
-    if device not in ("cpu", "cuda"):
-        raise MergeInputError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    if device not in DEVICES:
+        raise MergeInputError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}")
     return torch.device(device)
