@@ -72,10 +72,22 @@ def _env(workdir: str) -> dict:
     return env
 
 
+def _python_dirs() -> list[str]:
+    """Where this Python and its packages live, when that is under /tmp (hidden by the tmpfs)."""
+    tmp = os.path.realpath("/tmp")
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    dirs.add(os.path.dirname(os.path.realpath(sys.executable)))
+    dirs |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+    return sorted(d for d in dirs if d == tmp or d.startswith(tmp + os.sep))
+
+
 def _bwrap_argv(workdir: str, env: dict) -> list[str]:
     argv = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(256 << 20), "--tmpfs", "/tmp", "--bind", workdir, workdir]
+    argv += ["--size", str(256 << 20), "--tmpfs", "/tmp"]
+    for path in _python_dirs():  # a virtual environment under /tmp stays visible (read-only)
+        argv += ["--ro-bind", path, path]
+    argv += ["--bind", workdir, workdir]
     argv += ["--chdir", workdir, "--clearenv"]
     for k, v in env.items():
         argv += ["--setenv", k, v]
