@@ -24,9 +24,9 @@ from pathlib import Path
 from evals.data import load_items
 from evals.errors import EvalInputError
 from evals.registry import get_suite
-from evals.samples import atomic_write_text, meta_path, write_samples
+from evals.samples import meta_path, read_meta, write_samples
 from evals.templates import resolve_template
-from mergeeval.outputs import guard_output
+from mergeeval.outputs import guard_output, write_text_atomic
 
 log = logging.getLogger("evals")
 
@@ -85,16 +85,13 @@ def request_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _read_meta(path: Path) -> dict:
-    """An earlier run's meta, or {} when absent or unreadable (its samples are then redone)."""
+def _earlier_meta(path: Path) -> dict:
+    """An earlier run's meta, or {} when absent or malformed (its samples are then redone)."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_meta(path)
+    except EvalInputError:
         log.warning("%s is malformed; its benchmark is generated again", path)
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
@@ -167,7 +164,7 @@ def generate(
         )
         key = request_key(fingerprint, bench, tmpl, seed, limit, origin, args)
         manifest[gen] = {"samples": path.name, "meta": meta_path(path).name, "request_key": key}
-        old = _read_meta(meta_path(path))
+        old = _earlier_meta(meta_path(path))
         if path.exists() and old.get("request_key") == key:
             log.info("%s: samples complete, skipped", path)
             continue
@@ -175,7 +172,7 @@ def generate(
     output.mkdir(parents=True, exist_ok=True)
     if todo:
         _run_engine(model, suite, todo, args, seed, limit, data)
-    atomic_write_text(
+    write_text_atomic(
         output / MANIFEST,
         json.dumps(
             {
@@ -274,5 +271,5 @@ def _run_engine(model: Path, suite, todo: list, args: dict, seed: int, limit, da
             },
             "versions": _versions(),
         }
-        atomic_write_text(meta_path(path), json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(meta_path(path), json.dumps(meta, indent=2) + "\n")
         log.info("wrote %s (%d items)", path, len(rows))

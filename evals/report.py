@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evals.errors import EvalInputError
 from evals.registry import ROOT
-from evals.samples import atomic_write_text
+from mergeeval.outputs import write_text_atomic
 
 COLUMNS = ["humaneval", "humanevalplus", "aime24", "aime25", "ifeval"]
 PAPER = ROOT / "reference" / "table1_paper.csv"
@@ -241,10 +241,10 @@ def write_report(
         **(extra or {}),
     }
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_prefix.with_suffix(".csv"), to_csv(table))
-    atomic_write_text(
+    write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table))
+    write_text_atomic(
         out_prefix.with_suffix(".md"), to_markdown(table, title, notes, paper, base, band)
     )
     plot(table, out_prefix.with_suffix(".png"), title)
-    atomic_write_text(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return record

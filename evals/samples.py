@@ -12,11 +12,7 @@ import json
 from pathlib import Path
 
 from evals.errors import EvalInputError
-from mergeeval.outputs import atomic_file, write_text_atomic
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    write_text_atomic(Path(path), text)
+from mergeeval.outputs import atomic_file
 
 
 def write_samples(path: Path, rows: list[dict]) -> None:
@@ -70,6 +66,22 @@ def read_samples(path: Path) -> list[dict]:
                 f"{path}: item {i}: 'completions' must be a non-empty list of strings"
             )
     return rows
+
+
+def read_meta(path: Path) -> dict:
+    """A samples file's `.meta.json` ({} when absent); a malformed one is an EvalInputError."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        raise EvalInputError(
+            f"{path} is not a JSON object ({meta}); regenerate the samples, or delete it and pass "
+            "--data/--source"
+        )
+    return meta
 
 
 def meta_path(samples_path: Path) -> Path:

@@ -17,8 +17,9 @@ from evals import sandbox
 from evals.data import load_items
 from evals.errors import EvalInputError
 from evals.registry import get_benchmark
-from evals.samples import atomic_write_text, meta_path, read_samples
+from evals.samples import meta_path, read_meta, read_samples
 from evals.scorers import get_scorer
+from mergeeval.outputs import write_text_atomic
 
 
 def _check_ids(benchmark: str, bench_format: str, rows: list[dict], path) -> None:
@@ -59,22 +60,6 @@ def _check_complete(benchmark, items, ids, path, meta, subset) -> bool:
     )
 
 
-def _read_meta(path: Path) -> dict:
-    """The `.meta.json` beside the samples ({} when absent); malformed is an error."""
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        meta = e
-    if not isinstance(meta, dict):
-        raise EvalInputError(
-            f"{path} is not a JSON object ({meta}); regenerate the samples, or delete it and pass "
-            "--data/--source"
-        )
-    return meta
-
-
 def score_file(
     benchmark: str,
     samples: Path,
@@ -88,7 +73,7 @@ def score_file(
     bench = get_benchmark(benchmark)
     rows = read_samples(samples)
     meta_file = meta_path(samples)
-    meta = _read_meta(meta_file)
+    meta = read_meta(meta_file)
     if source is None:
         source = meta.get("data_source", "hf")
     if data is None and meta.get("data_file"):
@@ -128,5 +113,5 @@ def score_file(
     }
     if bench.format == "humaneval":
         result["sandbox"] = sandbox.mode()
-    atomic_write_text(Path(output), json.dumps(result, indent=1, default=str) + "\n")
+    write_text_atomic(Path(output), json.dumps(result, indent=1, default=str) + "\n")
     return result
