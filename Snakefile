@@ -27,4 +27,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        report_outputs(),
+        multiext(PLAN.report_prefix(), ".md", ".csv", ".json", ".png"),

@@ -11,6 +11,7 @@ import random
 
 from demofamily import tasks_code, tasks_if, tasks_math
 from evals.registry import get_benchmark
+from mergeeval.chat import render_chat
 from merges.tiny import TEMPLATES
 
 BENCHMARK = {"math": "aime24", "code": "humaneval", "if": "ifeval"}
@@ -27,13 +28,9 @@ def user_text(domain: str, fields: dict) -> tuple[str, str]:
 def render(tokenizer, domain: str, fields: dict) -> str:
     """The prompt text generation would send for this item under the domain's own template."""
     user, prefix = user_text(domain, fields)
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}],
-        chat_template=TEMPLATES[domain],
-        tokenize=False,
-        add_generation_prompt=True,
+    return render_chat(
+        tokenizer, [{"role": "user", "content": user}], TEMPLATES[domain], assistant_prefix=prefix
     )
-    return text + prefix
 
 
 def expert_examples(domain: str, train: list, seed: int) -> list[tuple[dict, str]]:

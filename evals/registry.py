@@ -1,9 +1,10 @@
 """Benchmarks and suites as data: `evals/benchmarks/*.yaml` and `evals/suites/*.yaml`.
 
-A benchmark names its data source, prompt, sampling settings, scorer and the domain whose expert
-template the `per_task` policy uses. A suite lists benchmarks with overrides of their sampling
-settings, the data source kind (`hf` or the project's offline `fixture` files, optionally a
-suite's own folder of them) and the context length.
+A benchmark names its data source, prompt, sampling settings, scorer, headline metric and domain
+(the expert whose template the `per_task` policy uses and whose row reports it). A suite lists its
+benchmarks in the report's column order, with overrides of their sampling settings and headline,
+the data source kind (`hf` or the project's offline `fixture` files, optionally a suite's own
+folder of them), the context length and optionally a reference table of published numbers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Benchmark(pydantic.BaseModel):
     name: str
     description: str
     format: Literal["aime", "humaneval", "ifeval"]
-    domain: Literal["math", "code", "if"]
+    domain: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")
     source: dict
     fixture: str
     prompt: Prompt
@@ -62,7 +63,21 @@ class Suite(pydantic.BaseModel):
     data: Literal["hf", "fixture"]
     fixtures: str = ""  # a subfolder of evals/fixtures holding this suite's fixture files
     max_model_len: int
-    benchmarks: dict[str, dict]
+    benchmarks: dict[str, dict]  # in report-column order, each with optional overrides
+    reference: str | None = None  # a CSV in evals/reference: published numbers of the same table
+
+    @property
+    def columns(self) -> list[str]:
+        """The report's columns: every benchmark of the suite, in the suite's order."""
+        return list(self.benchmarks)
+
+    def reference_file(self) -> Path | None:
+        if self.reference is None:
+            return None
+        path = ROOT / "reference" / self.reference
+        if not path.is_file():
+            raise EvalInputError(f"suite {self.name!r}: reference table {path} does not exist")
+        return path
 
     def fixture_file(self, bench: Benchmark) -> Path | None:
         """The suite's own fixture file for a benchmark (None: the shared fixtures or the hub)."""
@@ -81,13 +96,19 @@ class Suite(pydantic.BaseModel):
             )
         bench = get_benchmark(name)
         over = self.benchmarks[name] or {}
-        unknown = set(over) - {"sampling"}
+        unknown = set(over) - {"sampling", "headline"}
         if unknown:
             raise EvalInputError(
-                f"suite {self.name!r}, benchmark {name!r}: only 'sampling' can be overridden, not {sorted(unknown)}"
+                f"suite {self.name!r}, benchmark {name!r}: only 'sampling' and 'headline' can be "
+                f"overridden, not {sorted(unknown)}"
             )
         sampling = bench.sampling.model_copy(update=over.get("sampling", {}))
-        return bench.model_copy(update={"sampling": Sampling.model_validate(sampling.model_dump())})
+        return bench.model_copy(
+            update={
+                "sampling": Sampling.model_validate(sampling.model_dump()),
+                "headline": over.get("headline", bench.headline),
+            }
+        )
 
 
 def _load(folder: Path, kind: str, model):

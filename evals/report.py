@@ -1,8 +1,9 @@
 """The Table 1 report: markdown, CSV, JSON and a PNG plot from score files.
 
-Cells are the benchmark's headline metric in percent (pass@1; IFEval prompt-level loose), one
-decimal; `average` is the plain mean of the five. With the `table1` suite the markdown shows the
-paper's number and the difference beside each cell. Rows named `ROW@POLICY` (the same model scored
+The suite is the layout: its benchmarks are the columns, in its order, each at its headline metric
+(percent, one decimal); `average` is the plain mean of the columns. With a suite that names a
+reference table (`table1`: the paper's numbers) the markdown shows it and the difference beside
+each cell. Rows named `ROW@POLICY` (the same model scored
 under the other chat-template policy) form a second table with their difference from `ROW`. With a
 baseline CSV (same header) every cell that moved by more than its noise band is marked; the band is
 one number for every cell or a CSV of the table's layout with one band per cell.
@@ -16,25 +17,36 @@ import json
 from pathlib import Path
 
 from evals.errors import EvalInputError
-from evals.registry import ROOT
-from mergeeval.outputs import write_text_atomic
+from evals.registry import Suite, get_suite
+from mergeeval.outputs import atomic_file, write_text_atomic
 
-COLUMNS = ["humaneval", "humanevalplus", "aime24", "aime25", "ifeval"]
-PAPER = ROOT / "reference" / "table1_paper.csv"
+Table = dict[str, dict[str, float]]  # {row: {column: percent}}; "average" once every cell is there
 
 
-def read_table(path: Path) -> dict[str, dict[str, float]]:
+def read_table(path: Path) -> Table:
+    """A report CSV (model, one column per benchmark, average); empty cells are absent."""
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"table not found: {path}")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or rows[0].keys() != {"model", *COLUMNS, "average"}:
-        raise EvalInputError(f"{path}: header must be model,{','.join(COLUMNS)},average")
-    return {
-        r["model"]: {k: float(v) for k, v in r.items() if k != "model" and v not in ("", None)}
-        for r in rows
-    }
+    if not rows or next(iter(rows[0])) != "model":
+        raise EvalInputError(
+            f"{path}: a table's header starts with model, then one column per benchmark"
+        )
+    try:
+        return {
+            r["model"]: {k: float(v) for k, v in r.items() if k != "model" and v not in ("", None)}
+            for r in rows
+        }
+    except ValueError as e:
+        raise EvalInputError(f"{path}: a cell is not a number ({e})") from None
+
+
+def columns_of(table: Table) -> list[str]:
+    """The table's columns in first-seen order, average last."""
+    cols = list(dict.fromkeys(c for vals in table.values() for c in vals if c != "average"))
+    return [*cols, "average"]
 
 
 Band = float | dict[str, dict[str, float]]
@@ -55,8 +67,8 @@ def read_band(value: str | float) -> Band:
         return read_table(Path(value))
 
 
-def compare(table, base, band: Band) -> list[dict]:
-    """Cells that moved beyond their band, rows missing on either side, in table order."""
+def compare(table: Table, base: Table, band: Band) -> list[dict]:
+    """Cells that moved beyond their band, and rows or cells present on one side only, in table order."""
     out = []
     for row in [*table, *(r for r in base if r not in table)]:
         if row not in base or row not in table:
@@ -64,7 +76,7 @@ def compare(table, base, band: Band) -> list[dict]:
                 {"row": row, "column": None, "change": "new row" if row in table else "missing row"}
             )
             continue
-        for c in [*COLUMNS, "average"]:
+        for c in dict.fromkeys([*columns_of({row: table[row]}), *columns_of({row: base[row]})]):
             if c in base[row] and c in table[row]:
                 d = round(table[row][c] - base[row][c], 1)
                 if abs(d) > band_of(band, row, c):
@@ -78,6 +90,9 @@ def compare(table, base, band: Band) -> list[dict]:
                             "band": band_of(band, row, c),
                         }
                     )
+            elif c != "average":
+                change = f"new cell {c}" if c in table[row] else f"missing cell {c}"
+                out.append({"row": row, "column": None, "change": change})
     return out
 
 
@@ -97,44 +112,59 @@ def describe(moved: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cell_value(score_file: Path) -> float:
+def cell_value(score_file: Path, headline: str) -> float:
     res = json.loads(Path(score_file).read_text())
-    return 100.0 * res["metrics"][res["headline"]]
+    if headline not in res["metrics"]:
+        raise EvalInputError(
+            f"{score_file} has no metric {headline!r} (it has {', '.join(res['metrics'])}); "
+            "the suite's headline for this benchmark must be one of them"
+        )
+    return 100.0 * res["metrics"][headline]
 
 
-def build_table(cells: dict[str, dict[str, Path]]) -> dict[str, dict[str, float]]:
-    """{row: {benchmark: score file}} -> {row: {benchmark: percent, average}} (rounded to 0.1)."""
+def build_table(cells: dict[str, dict[str, Path]], suite: Suite) -> Table:
+    """{row: {benchmark: score file}} -> {row: {benchmark: percent, average}} (rounded to 0.1).
+
+    Columns are the suite's benchmarks, each at its headline metric; a row may lack cells (an
+    expert row without an expert for some domain), and then has no average."""
+    cols = suite.columns
     table = {}
     for row, files in cells.items():
-        missing = [c for c in COLUMNS if c not in files]
-        if missing:
-            raise EvalInputError(f"report row {row!r} has no score for {missing}")
-        vals = {c: cell_value(files[c]) for c in COLUMNS}
-        vals["average"] = sum(vals.values()) / len(COLUMNS)
+        unknown = [c for c in files if c not in cols]
+        if unknown:
+            raise EvalInputError(
+                f"report row {row!r}: {unknown} are not benchmarks of suite {suite.name!r}"
+            )
+        vals = {c: cell_value(files[c], suite.benchmark(c).headline) for c in cols if c in files}
+        if len(vals) == len(cols):
+            vals["average"] = sum(vals.values()) / len(cols)
         table[row] = {k: round(v, 1) for k, v in vals.items()}
     return table
 
 
-def to_csv(table) -> str:
+def to_csv(table: Table, cols: list[str]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["model", *COLUMNS, "average"])
+    w.writerow(["model", *cols, "average"])
     for row, vals in table.items():
-        w.writerow([row, *(f"{vals[c]:.1f}" for c in [*COLUMNS, "average"])])
+        w.writerow([row, *(f"{vals[c]:.1f}" if c in vals else "" for c in [*cols, "average"])])
     return out.getvalue()
 
 
-def _rows_md(table, rows, paper, baseline, band, relative_to=None) -> list[str]:
-    cols = [*COLUMNS, "average"]
+def _rows_md(table, cols, rows, paper, baseline, band, relative_to=None) -> list[str]:
+    cols = [*cols, "average"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for row in rows:
         vals, cells = table[row], []
         for c in cols:
+            if c not in vals:
+                cells.append("—")
+                continue
             cell = f"{vals[c]:.1f}"
             if paper and row in paper and c in paper[row]:
                 cell += f" (paper {paper[row][c]:.1f}, {vals[c] - paper[row][c]:+.1f})"
             ref = relative_to(row) if relative_to else None
-            if ref in table:
+            if ref in table and c in table[ref]:
                 cell += f" ({vals[c] - table[ref][c]:+.1f})"
             if baseline and row in baseline and c in baseline[row]:
                 d = round(vals[c] - baseline[row][c], 1)
@@ -146,11 +176,11 @@ def _rows_md(table, rows, paper, baseline, band, relative_to=None) -> list[str]:
 
 
 def to_markdown(
-    table, title: str, notes: list[str], paper=None, baseline=None, band: Band = 0.5
+    table, cols, title: str, notes: list[str], paper=None, baseline=None, band: Band = 0.5
 ) -> str:
     main = [r for r in table if "@" not in r]
     other = [r for r in table if "@" in r]
-    lines = [f"# {title}", "", *notes, "", *_rows_md(table, main, paper, baseline, band)]
+    lines = [f"# {title}", "", *notes, "", *_rows_md(table, cols, main, paper, baseline, band)]
     if other:
         policy = other[0].split("@", 1)[1]
         lines += [
@@ -159,25 +189,33 @@ def to_markdown(
             "",
             "Beside each cell: the difference from the row above scored under the main policy.",
             "",
-            *_rows_md(table, other, None, baseline, band, relative_to=lambda r: r.split("@")[0]),
+            *_rows_md(
+                table, cols, other, None, baseline, band, relative_to=lambda r: r.split("@")[0]
+            ),
         ]
     return "\n".join(lines) + "\n"
 
 
-def plot(table, path: Path, title: str) -> None:
+def plot(table, cols, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = list(table)
-    cols = [*COLUMNS, "average"]
+    cols = [*cols, "average"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(1, len(rows))
     colours = plt.get_cmap("tab20").colors
     for i, row in enumerate(rows):
         xs = [j + i * width for j in range(len(cols))]
-        ax.bar(xs, [table[row][c] for c in cols], width, label=row, color=colours[i % len(colours)])
+        ax.bar(
+            xs,
+            [table[row].get(c, 0.0) for c in cols],
+            width,
+            label=row,
+            color=colours[i % len(colours)],
+        )
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], cols)
     top = max((v for r in table.values() for v in r.values()), default=0.0)
     ax.set_ylim(0, max(1.0, top * 1.15))
@@ -185,10 +223,9 @@ def plot(table, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(
@@ -200,14 +237,21 @@ def write_report(
     band: Band = 0.5,
     extra: dict | None = None,
 ) -> dict:
-    """Write out_prefix.{md,csv,json,png}; return the JSON record."""
+    """Write out_prefix.{md,csv,json,png}; return the JSON record. `suite` is a suite name or file:
+    its benchmarks are the columns, its headlines the metrics, its reference table the paper's."""
     out_prefix = Path(out_prefix)
-    table = build_table(cells)
-    paper = read_table(PAPER) if suite == "table1" else None
+    suite_def = get_suite(suite)
+    cols = suite_def.columns
+    headlines = {c: suite_def.benchmark(c).headline for c in cols}
+    table = build_table(cells, suite_def)
+    ref = suite_def.reference_file()
+    paper = read_table(ref) if ref else None
     base = read_table(baseline) if baseline else None
-    title = f"Table 1 ({suite} suite, template policy {template})"
+    title = f"Table 1 ({suite_def.name} suite, template policy {template})"
+    others = ", ".join(f"{c} = {h}" for c, h in headlines.items() if h != "pass@1")
     notes = [
-        f"Percent; IFEval = prompt-level loose accuracy; average = mean of the five. Template policy: `{template}`."
+        f"Percent; headline metric pass@1{f' ({others})' if others else ''}; "
+        f"average = mean of the {len(cols)} columns. Template policy: `{template}`."
     ]
     if paper:
         notes.append(
@@ -220,7 +264,8 @@ def write_report(
         )
     changes = compare(table, base, band) if base else []
     record = {
-        "suite": suite,
+        "suite": suite_def.name,
+        "columns": headlines,
         "template_policy": template,
         "table": table,
         "paper": paper,
@@ -230,7 +275,11 @@ def write_report(
         ),
         "baseline_rows_changed": [[m["row"], m["change"]] for m in changes if m["column"] is None],
         "template_effect": {
-            row: {c: round(v - table[row.split("@")[0]][c], 1) for c, v in vals.items()}
+            row: {
+                c: round(v - table[row.split("@")[0]][c], 1)
+                for c, v in vals.items()
+                if c in table[row.split("@")[0]]
+            }
             for row, vals in table.items()
             if "@" in row and row.split("@")[0] in table
         },
@@ -241,10 +290,10 @@ def write_report(
         **(extra or {}),
     }
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table))
+    write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table, cols))
     write_text_atomic(
-        out_prefix.with_suffix(".md"), to_markdown(table, title, notes, paper, base, band)
+        out_prefix.with_suffix(".md"), to_markdown(table, cols, title, notes, paper, base, band)
     )
-    plot(table, out_prefix.with_suffix(".png"), title)
+    plot(table, cols, out_prefix.with_suffix(".png"), title)
     write_text_atomic(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return record

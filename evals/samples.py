@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from evals.errors import EvalInputError
+from mergeeval import records
 from mergeeval.outputs import atomic_file
 
 
@@ -28,25 +29,7 @@ def write_samples(path: Path, rows: list[dict]) -> None:
 
 def read_jsonl(path: Path, what: str = "data file") -> list[dict]:
     """Rows of a JSONL file (gzip when it ends in .gz); a missing, empty or malformed file is an error."""
-    path = Path(path)
-    if not path.exists():
-        raise EvalInputError(f"{what} not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows, lineno = [], 0
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):  # noqa: B007 (named in the error)
-                if line.strip():
-                    rows.append(json.loads(line))
-    except (json.JSONDecodeError, OSError, EOFError, UnicodeDecodeError) as e:
-        kind = "gzip-compressed JSONL" if path.suffix == ".gz" else "UTF-8 JSONL"
-        raise EvalInputError(
-            f"{path}: not a valid {kind} file (near line {max(lineno, 1)}: "
-            f"{e or type(e).__name__}); regenerate or re-download it"
-        ) from None
-    if not rows:
-        raise EvalInputError(f"{path} holds no items")
-    return rows
+    return records.read_jsonl(path, what, EvalInputError)
 
 
 def read_samples(path: Path) -> list[dict]:

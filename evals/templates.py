@@ -2,8 +2,8 @@
 
 paper:    the template stored with the model's tokenizer (for merged and zero-shot models in the
           paper's run that is the Math expert's, copied by the merge).
-per_task: the matching expert's template per benchmark domain (math → AIME, code → HumanEval(+),
-          if → IFEval), from folders given as DOMAIN=DIR.
+per_task: the matching expert's template per benchmark domain (in Table 1: math → AIME,
+          code → HumanEval(+), if → IFEval), from folders given as DOMAIN=DIR.
 FILE:     an explicit Jinja template file for every benchmark.
 """
 
@@ -13,8 +13,6 @@ import hashlib
 from pathlib import Path
 
 from evals.errors import EvalInputError
-
-DOMAINS = ("math", "code", "if")
 
 
 def _folder_template(folder: Path) -> str | None:
@@ -44,7 +42,7 @@ def resolve_template(
         if domain not in folders:
             raise EvalInputError(
                 f"the 'per_task' policy needs the {domain} expert's folder: pass --domain-template {domain}=DIR "
-                f"(domains: {', '.join(DOMAINS)})"
+                f"(given: {', '.join(folders) or 'none'})"
             )
         text, source = _folder_template(folders[domain]), str(Path(folders[domain]).resolve())
         if not text:

@@ -39,6 +39,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def key_values(items: list[str], flag: str, what: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `FLAG KEY=VALUE` options as a dict; a malformed or repeated KEY is an InputError."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise InputError(f"{flag} expects {what}, got {item!r}")
+        if key in out:
+            raise InputError(f"{flag} {key}=... is given twice; keep one")
+        out[key] = value
+    return out
+
+
 def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 

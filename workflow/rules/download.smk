@@ -33,8 +33,8 @@ rule make_tiny_models:
 
 rule verify_models:
     input:
-        base=model_dir("base"),
-        experts=[model_dir(e) for e in EXPERTS],
+        base=PLAN.model_dir("base"),
+        experts=[PLAN.model_dir(e) for e in EXPERTS],
     output:
         f"results/{RUN}/models/verified.json",
     log:
@@ -45,7 +45,7 @@ rule verify_models:
         mem_mb=2000,
         runtime=10,
     params:
-        experts=lambda w, input: flags(*[("--expert", e) for e in input.experts]),
+        experts=lambda w, input: argv(*[("--expert", e) for e in input.experts]),
     shell:
         "python -m merges verify --base {input.base:q} {params.experts} --output {output:q} > {log:q} 2>&1"
 

@@ -3,9 +3,9 @@
 
 rule report_table:
     input:
-        [score_file(model, b) for _, b, model in report_cells()],
+        [PLAN.score_file(c.model, c.benchmark) for c in PLAN.report_cells()],
     output:
-        report_outputs(),
+        multiext(PLAN.report_prefix(), ".md", ".csv", ".json", ".png"),
     log:
         f"logs/{RUN}/report_table.log",
     conda:
@@ -14,21 +14,7 @@ rule report_table:
         mem_mb=2000,
         runtime=10,
     params:
-        cells=flags(
-            *[
-                ("--cell", f"{row},{b},{score_file(model, b)}")
-                for row, b, model in report_cells()
-            ]
-        ),
-        baseline=(
-            flags(("--baseline", config["report"]["baseline"]))
-            if config["report"]["baseline"]
-            else ""
-        ),
-        band=config["report"]["noise_band"],
+        options=PLAN.report_args(),
         prefix=lambda w, output: output[0].removesuffix(".md"),
-        suite=SUITE.name,
-        template=EVAL["template"],
     shell:
-        "python -m evals report {params.cells} --output {params.prefix:q} --suite {params.suite:q} "
-        "--template {params.template:q} {params.baseline} --noise-band {params.band:q} > {log:q} 2>&1"
+        "python -m evals report --output {params.prefix:q} {params.options} > {log:q} 2>&1"

@@ -10,12 +10,12 @@ rule score_samples:
         f"logs/{RUN}/score_samples/{{model}}/{{benchmark}}.log",
     conda:
         "../envs/mergeeval.yaml"
-    threads: EVAL["score_threads"]
+    threads: PLAN.eval["score_threads"]
     resources:
         mem_mb=8000,
         runtime=60,
     params:
-        samples=lambda w: f"results/{RUN}/samples/{w.model}/{generation_of(w.benchmark)}.jsonl.gz",
+        samples=lambda w: PLAN.samples_file(w.model, w.benchmark),
     shell:
         "EVALPLUS_WORKERS={threads} python -m evals score --benchmark {wildcards.benchmark:q} "
         "--samples {params.samples:q} --output {output:q} > {log:q} 2>&1"

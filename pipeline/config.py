@@ -1,0 +1,174 @@
+"""A run config validated against `workflow/schemas/config.schema.yaml` (defaults filled in), then
+checked for what a schema cannot say: methods and parameters, prompts, suites, files that must exist."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from evals.registry import get_suite
+from mergeeval.errors import InputError
+from merges.registry import get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# the experts of the families made locally (make-tiny) or shipped (demofamily/models)
+FAMILY_EXPERTS = ("math", "code", "if")
+
+
+class ConfigError(InputError):
+    """A config value that cannot run; the message starts with the config key."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(f"config error at {key}: {msg}")
+
+
+def _with_defaults(cls):
+    """A validator that also writes each property's schema default into the instance."""
+    validate_props = cls.VALIDATORS["properties"]
+
+    def props(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": props})
+
+
+def validate_schema(config: dict) -> dict:
+    """A copy of `config` with defaults filled in; a ConfigError names the first bad key."""
+    config = copy.deepcopy(config)
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
+    if error is not None:
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise ConfigError(key, error.message)
+    return config
+
+
+def check(config: dict) -> None:
+    """Everything the schema cannot check, each failure one ConfigError naming the key."""
+    models, experts = config["models"], list(config["models"]["experts"])
+    if models["source"] == "hub":
+        _check_hub(models)
+    else:
+        odd = [e for e in experts if e not in FAMILY_EXPERTS]
+        if odd:
+            raise ConfigError(
+                f"models.experts.{odd[0]}",
+                f"the {models['source']} family has the experts {', '.join(FAMILY_EXPERTS)} only; "
+                "other experts need models.source: hub",
+            )
+    if models["source"] == "demo":
+        for name in ["base", *experts]:
+            if not (ROOT / "demofamily/models" / name / "config.json").exists():
+                raise ConfigError(
+                    "models.source",
+                    f"the demo family's demofamily/models/{name} is missing; it ships with the repository "
+                    "(git checkout demofamily/models) and `python -m demofamily build` regenerates it",
+                )
+    for key in config["eval"]["env"]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+            raise ConfigError(f"eval.env.{key}", "not an environment variable name")
+    clash = set(config["merges"]) & set(experts)
+    if clash:
+        raise ConfigError(f"merges.{min(clash)}", "a merge may not have an expert's name")
+    tok = models.get("tokenizer_from", experts[0])
+    if tok not in experts:
+        raise ConfigError(
+            "models.tokenizer_from", f"{tok!r} is not an expert ({', '.join(experts)})"
+        )
+    for mid, m in config["merges"].items():
+        try:
+            method = get_method(m["method"])
+            method.parse_params(m.get("params", {}))
+        except InputError as e:
+            raise ConfigError(f"merges.{mid}", str(e)) from None
+        if method.needs_stats:
+            _check_prompts(config, mid, m["method"], experts)
+    try:
+        suite = get_suite(config["eval"]["suite"])
+    except InputError as e:
+        raise ConfigError("eval.suite", str(e)) from None
+    domains = {_domain(models, e) for e in experts}
+    for b in suite.benchmarks:
+        if suite.benchmark(b).domain not in domains:
+            print(
+                f"warning: no expert has domain {suite.benchmark(b).domain!r} of benchmark {b!r}; "
+                "its cell of the expert row stays empty",
+                file=sys.stderr,
+            )
+    compare = config["eval"].get("compare_template")
+    if compare and compare == config["eval"]["template"]:
+        raise ConfigError(
+            "eval.compare_template",
+            f"{compare!r} is already eval.template; name the other policy or drop the key",
+        )
+    base = config["report"].get("baseline")
+    if base and not Path(base).exists():
+        raise ConfigError("report.baseline", f"{base} does not exist")
+    band = config["report"]["noise_band"]
+    if isinstance(band, str) and not Path(band).is_file():
+        raise ConfigError(
+            "report.noise_band", f"{band} is neither a number nor an existing CSV file"
+        )
+
+
+def _domain(models: dict, expert: str) -> str:
+    return models["experts"][expert].get("domain", expert)
+
+
+def _check_hub(models: dict) -> None:
+    seen = {}
+    for name, m in [("base", models["base"]), *models["experts"].items()]:
+        key = "models.base" if name == "base" else f"models.experts.{name}"
+        for field in ("repo_id", "revision"):
+            if not m.get(field):
+                raise ConfigError(
+                    f"{key}.{field}", "missing; a hub model needs repo_id and revision"
+                )
+        if not re.fullmatch(r"[0-9a-f]{40}", m["revision"]):
+            print(
+                f"warning: {key}.revision {m['revision']!r} is not a commit hash; "
+                "the resolved commit is recorded in source.json",
+                file=sys.stderr,
+            )
+        ident = (m["repo_id"], m["revision"])
+        if name != "base" and ident in seen:
+            raise ConfigError(
+                key,
+                f"the same model as models.experts.{seen[ident]} ({ident[0]}@{ident[1]}); "
+                "each expert must be a different model",
+            )
+        if name != "base":
+            seen[ident] = name
+
+
+def _check_prompts(config: dict, mid: str, method: str, experts: list[str]) -> None:
+    prompts = config["stats"].get("prompts", {})
+    for e in experts:
+        p = prompts.get(e)
+        if not p:
+            raise ConfigError(
+                f"stats.prompts.{e}",
+                f"merge {mid!r} ({method}) needs calibration prompts for every expert",
+            )
+        if "file" in p and not Path(p["file"]).exists():
+            raise ConfigError(f"stats.prompts.{e}.file", f"{p['file']} does not exist")
+        if "file" not in p and not (p.get("hf_dataset") and p.get("revision")):
+            raise ConfigError(f"stats.prompts.{e}", "give a file, or hf_dataset and revision")
+
+
+def load(config: dict) -> dict:
+    """The validated config with defaults, checked; raises ConfigError."""
+    config = validate_schema(config)
+    check(config)
+    return config

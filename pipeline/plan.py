@@ -1,0 +1,253 @@
+"""The jobs of one run, from its config: models, merges (as spec records), statistics, generation
+and scoring requests, and the report's cells. Pure planning: nothing is run or written here, so
+every decision can be tested without Snakemake; the rule files only map these to rules."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from functools import cached_property
+
+from evals.registry import Suite, get_suite
+from merges.hub import slug
+from merges.registry import get_method
+from pipeline.config import load
+
+
+def argv(*pairs) -> str:
+    """Command-line options with every value shell-quoted: argv(("--expert", path), ...); a pair
+    (FLAG, True) is a bare switch and (FLAG, None or False) is left out."""
+    return " ".join(
+        flag if value is True else f"{flag} {shlex.quote(str(value))}"
+        for flag, value in pairs
+        if value is not None and value is not False
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: str
+    benchmark: str
+    model: str
+
+
+class Plan:
+    """Everything the DAG runs for one config (validated and checked on construction)."""
+
+    def __init__(self, config: dict):
+        self.config = load(config)
+        self.run = self.config["run"]
+        self.models = self.config["models"]
+        self.merges = self.config["merges"]
+        self.eval = self.config["eval"]
+        self.stats = self.config["stats"]
+        self.experts = list(self.models["experts"])
+        self.compare = self.eval.get("compare_template")
+
+    # -- models ------------------------------------------------------------------------------
+    @cached_property
+    def suite(self) -> Suite:
+        return get_suite(self.eval["suite"])
+
+    @property
+    def benchmarks(self) -> list[str]:
+        return list(self.suite.benchmarks)
+
+    @property
+    def tokenizer_from(self) -> str:
+        return self.models.get("tokenizer_from", self.experts[0])
+
+    def domain(self, expert: str) -> str:
+        """The domain an expert is the specialist of (its name unless the config says)."""
+        return self.models["experts"][expert].get("domain", expert)
+
+    def model_dir(self, name: str) -> str:
+        """Folder of the base or an expert."""
+        source = self.models["source"]
+        if source == "tiny":
+            return f"resources/tiny/{name}"
+        if source == "demo":
+            return f"demofamily/models/{name}"
+        m = self.models["base"] if name == "base" else self.models["experts"][name]
+        return f"resources/hub/{slug(m['repo_id'])}/{m['revision']}"
+
+    @property
+    def variants(self) -> list[str]:
+        """Rows also scored under the other template policy: the models "NAME@POLICY"."""
+        return [f"{m}@{self.compare}" for m in ["base", *self.merges]] if self.compare else []
+
+    @property
+    def eval_models(self) -> list[str]:
+        """Every model that is generated from and scored."""
+        return ["base", *self.experts, *self.merges, *self.variants]
+
+    def split_variant(self, model: str) -> tuple[str, str]:
+        """(model name, template policy) of a generation target "NAME" or "NAME@POLICY"."""
+        name, _, policy = model.partition("@")
+        return name, policy or self.eval["template"]
+
+    def eval_model_dir(self, model: str) -> str:
+        name = self.split_variant(model)[0]
+        return self.merge_dir(name) if name in self.merges else self.model_dir(name)
+
+    # -- merges ------------------------------------------------------------------------------
+    def merge_dir(self, merge_id: str) -> str:
+        return f"results/{self.run}/models/{merge_id}"
+
+    def method(self, merge_id: str):
+        return get_method(self.merges[merge_id]["method"])
+
+    def merge_stats(self, merge_id: str) -> list[str]:
+        """Statistics folders a merge reads, one per expert in order (none for data-free methods)."""
+        if not self.method(merge_id).needs_stats:
+            return []
+        return [self.stats_dir(e) for e in self.experts]
+
+    def merge_setting(self, merge_id: str, key: str):
+        return self.merges[merge_id].get(key, self.config["merge_defaults"][key])
+
+    def merge_spec(self, merge_id: str) -> dict:
+        """The spec file of one merge job (`python -m merges run --spec`): merge.json's inputs."""
+        m = self.merges[merge_id]
+        return {
+            "method": m["method"],
+            "base": self.model_dir("base"),
+            "experts": [self.model_dir(e) for e in self.experts],
+            "output": self.merge_dir(merge_id),
+            "params": dict(m.get("params", {})),
+            "stats": self.merge_stats(merge_id),
+            "tokenizer_from": self.model_dir(self.tokenizer_from),
+            "dtype": self.merge_setting(merge_id, "dtype"),
+            "rest_policy": self.merge_setting(merge_id, "rest_policy"),
+            "factor_dtype": self.merge_setting(merge_id, "factor_dtype"),
+            "device": self.config["merge_defaults"]["device"],
+            "force": True,
+        }
+
+    # -- statistics --------------------------------------------------------------------------
+    def stats_dir(self, expert: str) -> str:
+        return f"results/{self.run}/stats/{expert}"
+
+    def prompts_file(self, expert: str) -> str:
+        p = self.stats["prompts"][expert]
+        if "file" in p:
+            return p["file"]
+        return (
+            f"resources/calibration/{slug(p['hf_dataset'])}/{p['revision']}/"
+            f"{p.get('split', 'train')}-n{p.get('n', 320)}.jsonl"
+        )
+
+    def stats_args(self) -> str:
+        s = self.stats
+        return argv(
+            ("--max-tokens", s["max_tokens"]),
+            ("--batch-size", s["batch_size"]),
+            ("--device", s["device"]),
+        )
+
+    # -- generation and scoring --------------------------------------------------------------
+    def row_benchmarks(self, model: str) -> list[str]:
+        """Benchmarks a model is scored on: an expert only on its own domain, the rest on all."""
+        name = self.split_variant(model)[0]
+        if name in self.experts:
+            return [
+                b for b in self.benchmarks if self.suite.benchmark(b).domain == self.domain(name)
+            ]
+        return self.benchmarks
+
+    def samples_dir(self, model: str) -> str:
+        return f"results/{self.run}/samples/{model}"
+
+    def template_args(self, model: str) -> str:
+        name, policy = self.split_variant(model)
+        if policy == "per_task":
+            return argv(
+                ("--template", "per_task"),
+                *[
+                    ("--domain-template", f"{self.domain(e)}={self.model_dir(e)}")
+                    for e in self.experts
+                ],
+            )
+        if (
+            name == "base"
+        ):  # the base has no chat template; the paper used the tokenizer_from expert's
+            return argv(
+                ("--template", "paper"), ("--template-from", self.model_dir(self.tokenizer_from))
+            )
+        return argv(("--template", "paper"))
+
+    def generate_args(self, model: str) -> str:
+        """`python -m evals generate` options of one model, after --model and --output."""
+        ev = self.eval
+        return " ".join(
+            filter(
+                None,
+                [
+                    argv(("--suite", self.suite_arg)),
+                    argv(*[("--benchmark", b) for b in self.row_benchmarks(model)]),
+                    self.template_args(model),
+                    argv(*[(f"--{k.replace('_', '-')}", v) for k, v in ev["engine"].items()]),
+                    argv(("--limit", ev["limit"]), ("--seed", ev["seed"])),
+                ],
+            )
+        )
+
+    @property
+    def suite_arg(self) -> str:
+        return self.eval["suite"]
+
+    def env_prefix(self) -> str:
+        """`env K=V ...` for generation jobs (empty: `env` alone)."""
+        return " ".join(shlex.quote(f"{k}={v}") for k, v in self.eval["env"].items())
+
+    def samples_file(self, model: str, benchmark: str) -> str:
+        gen = self.suite.benchmark(benchmark).generation_name
+        return f"{self.samples_dir(model)}/{gen}.jsonl.gz"
+
+    def score_file(self, model: str, benchmark: str) -> str:
+        return f"results/{self.run}/scores/{model}/{benchmark}.json"
+
+    # -- resources ---------------------------------------------------------------------------
+    def resources(self, stage: str) -> dict:
+        """Scheduler resources of a job of one stage: merge, stats or generate."""
+        section = {"merge": "merge_defaults", "stats": "stats", "generate": "eval"}[stage]
+        c = self.config[section]
+        return {"gpu": c["gpus"], "mem_mb": c["mem_mb"], "runtime": c["runtime"]}
+
+    # -- report ------------------------------------------------------------------------------
+    def report_cells(self) -> list[Cell]:
+        """Every cell of the table: zero-shot, the expert row (each benchmark from the expert of
+        its domain), each merge, and the same rows under the compared template policy."""
+        cells = [Cell("zero_shot", b, "base") for b in self.benchmarks]
+        for b in self.benchmarks:
+            owners = [e for e in self.experts if self.domain(e) == self.suite.benchmark(b).domain]
+            if owners:
+                cells.append(Cell("expert", b, owners[0]))
+        cells += [Cell(mid, b, mid) for mid in self.merges for b in self.benchmarks]
+        if self.compare:
+            cells += [
+                Cell(f"zero_shot@{self.compare}", b, f"base@{self.compare}")
+                for b in self.benchmarks
+            ]
+            cells += [
+                Cell(f"{m}@{self.compare}", b, f"{m}@{self.compare}")
+                for m in self.merges
+                for b in self.benchmarks
+            ]
+        return cells
+
+    def report_prefix(self) -> str:
+        return f"results/{self.run}/table1"
+
+    def report_args(self) -> str:
+        rep = self.config["report"]
+        return argv(
+            *[
+                ("--cell", f"{c.row},{c.benchmark},{self.score_file(c.model, c.benchmark)}")
+                for c in self.report_cells()
+            ],
+            ("--suite", self.suite_arg),
+            ("--template", self.eval["template"]),
+            ("--baseline", rep["baseline"]),
+            ("--noise-band", rep["noise_band"]),
+        )

@@ -1,0 +1,164 @@
+"""Planning without Snakemake: which jobs a config asks for, with which options (pipeline.plan)."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.report import read_table, write_report
+from pipeline.config import ConfigError
+from pipeline.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cfg(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    monkeypatch.chdir(ROOT)  # config paths are relative to the repository, as under Snakemake
+
+
+def test_demo_plan_rows_templates_and_resources():
+    plan = Plan(cfg("demo"))
+    merges = list(cfg("demo")["merges"])
+    assert plan.eval_models == [
+        "base", "math", "code", "if", *merges, "base@paper", *(f"{m}@paper" for m in merges)
+    ]  # fmt: skip
+    cells = plan.report_cells()
+    rows = list(dict.fromkeys(c.row for c in cells))
+    assert rows == [
+        "zero_shot",
+        "expert",
+        *merges,
+        "zero_shot@paper",
+        *(f"{m}@paper" for m in merges),
+    ]
+    expert = {c.benchmark: c.model for c in cells if c.row == "expert"}
+    assert expert == {
+        "humaneval": "code", "humanevalplus": "code", "aime24": "math", "aime25": "math", "ifeval": "if"
+    }  # fmt: skip
+    assert plan.row_benchmarks("code") == ["humaneval", "humanevalplus"]
+    assert plan.row_benchmarks("ties@paper") == plan.benchmarks
+    # per_task (the demo's policy): every expert's folder by domain; @paper: the stored template,
+    # and for the base (which has none) the tokenizer_from expert's
+    assert shlex.split(plan.template_args("ties")) == [
+        "--template", "per_task",
+        "--domain-template", "math=demofamily/models/math",
+        "--domain-template", "code=demofamily/models/code",
+        "--domain-template", "if=demofamily/models/if",
+    ]  # fmt: skip
+    assert shlex.split(plan.template_args("ties@paper")) == ["--template", "paper"]
+    assert shlex.split(plan.template_args("base@paper")) == [
+        "--template", "paper", "--template-from", "demofamily/models/math"
+    ]  # fmt: skip
+    assert plan.eval_model_dir("ties@paper") == "results/demo/models/ties"
+    assert plan.eval_model_dir("if") == "demofamily/models/if"
+    assert plan.resources("merge") == {"gpu": 0, "mem_mb": 2000, "runtime": 10}
+    assert plan.resources("generate") == {"gpu": 0, "mem_mb": 6000, "runtime": 30}
+    assert plan.resources("stats") == {"gpu": 0, "mem_mb": 4000, "runtime": 10}
+
+
+def test_table1_plan_hub_paths_specs_and_generation_options():
+    plan = Plan(cfg("table1"))
+    assert plan.model_dir("if") == (
+        "resources/hub/allenai--Olmo-3-7B-RL-Zero-IF/3cae007c5324a9a06ee6780f03b848bc7b8fd440"
+    )
+    assert plan.variants == [] and len(plan.eval_models) == 1 + 3 + 10
+    assert len(plan.report_cells()) == 5 + 5 + 10 * 5
+    spec = plan.merge_spec("regmean")
+    assert spec["method"] == "regmean" and spec["output"] == "results/table1/models/regmean"
+    assert spec["experts"] == [plan.model_dir(e) for e in ("math", "code", "if")]
+    assert spec["stats"] == [f"results/table1/stats/{e}" for e in ("math", "code", "if")]
+    assert spec["tokenizer_from"] == plan.model_dir("math")
+    assert plan.merge_spec("ties")["stats"] == []
+    assert plan.merge_spec("task_arithmetic")["params"] == {"scale": 0.4}
+    assert plan.prompts_file("if") == (
+        "resources/calibration/allenai--Dolci-RL-Zero-IF-7B/"
+        "c96e4e424c0a5d416f725c488ec7c61b7f758d85/train-n320.jsonl"
+    )
+    args = shlex.split(plan.generate_args("base"))
+    assert args[:2] == ["--suite", "table1"]
+    assert args.count("--benchmark") == 5
+    assert ["--template", "paper", "--template-from", plan.model_dir("math")] == args[12:16]
+    assert "--tensor-parallel-size" in args and "--limit" not in args
+    assert plan.resources("merge") == {"gpu": 1, "mem_mb": 32000, "runtime": 240}
+
+
+def test_an_expert_names_its_domain():
+    c = cfg("table1")
+    c["models"]["experts"] = {
+        "olmo_math": {**c["models"]["experts"]["math"], "domain": "math"},
+        "olmo_code": {**c["models"]["experts"]["code"], "domain": "code"},
+        "olmo_if": {**c["models"]["experts"]["if"], "domain": "if"},
+    }
+    c["models"]["tokenizer_from"] = "olmo_math"
+    c["stats"]["prompts"] = {f"olmo_{k}": v for k, v in c["stats"]["prompts"].items()}
+    plan = Plan(c)
+    assert plan.row_benchmarks("olmo_math") == ["aime24", "aime25"]
+    expert = {x.benchmark: x.model for x in plan.report_cells() if x.row == "expert"}
+    assert expert["ifeval"] == "olmo_if" and expert["humaneval"] == "olmo_code"
+    c["eval"]["template"] = "per_task"
+    assert "math=resources/hub/" in Plan(c).template_args("ties")
+
+
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (lambda c: c["models"]["experts"].update(chem={}), "models.experts.chem"),
+        (lambda c: c["merges"].update(math={"method": "average"}), "merges.math"),
+        (lambda c: c["merges"]["ties"].update(method="magic"), "merges.ties"),
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["eval"].update(limit=0), "eval.limit"),
+    ],
+)
+def test_bad_configs_name_the_key(edit, key):
+    c = cfg("demo")
+    edit(c)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        Plan(c)
+
+
+def test_a_new_benchmark_is_one_yaml_and_a_suite_line(tmp_path, monkeypatch):
+    """As a new user adds one: a benchmark YAML in an existing format and a suite line; it is
+    planned for every row and appears as a column of the report."""
+    import evals.registry as reg
+
+    bench = yaml.safe_load((ROOT / "evals/benchmarks/aime25.yaml").read_text())
+    bench.update(name="aime_easy", description="AIME-format items, a second set")
+    monkeypatch.setattr(
+        reg, "benchmarks", lambda: {**reg._load(ROOT / "evals/benchmarks", "benchmark", reg.Benchmark),
+                                    "aime_easy": reg.Benchmark.model_validate(bench)}
+    )  # fmt: skip
+    suite = yaml.safe_load((ROOT / "evals/suites/demo.yaml").read_text())
+    suite["benchmarks"]["aime_easy"] = {"sampling": {"max_tokens": 40}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    c = cfg("demo")
+    c["eval"]["suite"] = str(tmp_path / "suite.yaml")
+    plan = Plan(c)
+    assert plan.benchmarks[-1] == "aime_easy" and "aime_easy" in plan.row_benchmarks("math")
+    assert "aime_easy" not in plan.row_benchmarks("code")
+    cells = plan.report_cells()
+    assert {x.row for x in cells if x.benchmark == "aime_easy"} >= {"zero_shot", "expert", "ties"}
+    # the report: one column per suite benchmark, the average over all of them
+    scores = {}
+    for x in cells:
+        if "@" in x.row:
+            continue
+        f = tmp_path / "scores" / x.model / f"{x.benchmark}.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        metric = {"ifeval": "prompt_level_loose_acc"}.get(x.benchmark, "pass@1")
+        value = 0.5 if x.benchmark == "aime_easy" else 0.25
+        f.write_text(f'{{"headline": "{metric}", "metrics": {{"{metric}": {value}}}}}')
+        scores.setdefault(x.row, {})[x.benchmark] = f
+    write_report(scores, tmp_path / "table1", str(tmp_path / "suite.yaml"), "per_task")
+    table = read_table(tmp_path / "table1.csv")
+    assert table["ties"]["aime_easy"] == 50.0
+    assert table["ties"]["average"] == round((5 * 25.0 + 50.0) / 6, 1)
+    assert (tmp_path / "table1.csv").read_text().splitlines()[0] == (
+        "model,humaneval,humanevalplus,aime24,aime25,ifeval,aime_easy,average"
+    )
+    assert "| ifeval | aime_easy | average |" in (tmp_path / "table1.md").read_text()
