@@ -30,7 +30,7 @@ def evals_cli(*args):
 
 def test_humaneval_and_plus_share_one_generation():
     groups = plan("smoke", None)
-    assert list(groups) == ["aime24", "aime25", "humaneval", "ifeval"]
+    assert list(groups) == ["humaneval", "aime24", "aime25", "ifeval"]
     assert list(plan("smoke", ["humanevalplus"])) == ["humaneval"]
     assert get_suite("table1").benchmark("aime24").sampling.n == 32
     assert get_suite("smoke").benchmark("aime24").sampling.n == 2
@@ -40,7 +40,7 @@ def test_template_errors_before_the_engine_starts(tiny_family, tmp_path):
     base, experts = tiny_family
     with pytest.raises(EvalInputError, match="has no chat template, which the 'paper' policy uses"):
         generate(base, "smoke", tmp_path / "s")
-    with pytest.raises(EvalInputError, match="per_task.*--domain-template math=DIR"):
+    with pytest.raises(EvalInputError, match=r"per_task.*--domain-template \w+=DIR"):
         generate(experts[0], "smoke", tmp_path / "s", template="per_task")
     with pytest.raises(EvalInputError, match="unknown suite 'tiny'; valid suites: demo, smoke, table1"):
         generate(experts[0], "tiny", tmp_path / "s")
