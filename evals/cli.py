@@ -96,6 +96,8 @@ def cmd_report(args) -> int:
         Path(args.baseline) if args.baseline else None,
         read_band(args.noise_band),
         extra,
+        recipes=key_values(args.recipe, "--recipe", "ROW=TEXT"),
+        paper_rows=key_values(args.paper_row, "--paper-row", "ROW=REFERENCE_ROW"),
     )
     print(
         f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
@@ -197,6 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--extra", help="JSON file whose fields are added to the report's JSON (run provenance)"
+    )
+    r.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="ROW=TEXT",
+        help="how a row was computed: 'authors' (the paper's recipe) or the deviation; a column",
+    )
+    r.add_argument(
+        "--paper-row",
+        action="append",
+        default=[],
+        metavar="ROW=REFERENCE_ROW",
+        help="compare ROW with this row of the suite's reference table (default: ROW's own)",
     )
     r.set_defaults(fn=cmd_report)
 

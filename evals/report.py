@@ -151,18 +151,23 @@ def to_csv(table: Table, cols: list[str]) -> str:
     return out.getvalue()
 
 
-def _rows_md(table, cols, rows, paper, baseline, band, relative_to=None) -> list[str]:
+def _rows_md(
+    table, cols, rows, paper, baseline, band, relative_to=None, recipes=None, paper_rows=None
+) -> list[str]:
     cols = [*cols, "average"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    extra = ["recipe"] if recipes else []
+    head = [*cols, *extra]
+    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for row in rows:
         vals, cells = table[row], []
+        ref_row = (paper_rows or {}).get(row, row)
         for c in cols:
             if c not in vals:
                 cells.append("—")
                 continue
             cell = f"{vals[c]:.1f}"
-            if paper and row in paper and c in paper[row]:
-                cell += f" (paper {paper[row][c]:.1f}, {vals[c] - paper[row][c]:+.1f})"
+            if paper and ref_row in paper and c in paper[ref_row]:
+                cell += f" (paper {paper[ref_row][c]:.1f}, {vals[c] - paper[ref_row][c]:+.1f})"
             ref = relative_to(row) if relative_to else None
             if ref in table and c in table[ref]:
                 cell += f" ({vals[c] - table[ref][c]:+.1f})"
@@ -171,16 +176,33 @@ def _rows_md(table, cols, rows, paper, baseline, band, relative_to=None) -> list
                 if abs(d) > band_of(band, row, c):
                     cell += f" **moved {d:+.1f}**"
             cells.append(cell)
+        if recipes:
+            recipe = recipes.get(row, "")
+            cells.append("authors' recipe" if recipe == "authors" else recipe)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
 
 
 def to_markdown(
-    table, cols, title: str, notes: list[str], paper=None, baseline=None, band: Band = 0.5
+    table,
+    cols,
+    title: str,
+    notes: list[str],
+    paper=None,
+    baseline=None,
+    band: Band = 0.5,
+    recipes: dict[str, str] | None = None,
+    paper_rows: dict[str, str] | None = None,
 ) -> str:
     main = [r for r in table if "@" not in r]
     other = [r for r in table if "@" in r]
-    lines = [f"# {title}", "", *notes, "", *_rows_md(table, cols, main, paper, baseline, band)]
+    lines = [
+        f"# {title}",
+        "",
+        *notes,
+        "",
+        *_rows_md(table, cols, main, paper, baseline, band, None, recipes, paper_rows),
+    ]
     if other:
         policy = other[0].split("@", 1)[1]
         lines += [
@@ -236,6 +258,8 @@ def write_report(
     baseline: Path | None = None,
     band: Band = 0.5,
     extra: dict | None = None,
+    recipes: dict[str, str] | None = None,
+    paper_rows: dict[str, str] | None = None,
 ) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record. `suite` is a suite name or file:
     its benchmarks are the columns, its headlines the metrics, its reference table the paper's."""
@@ -257,6 +281,11 @@ def write_report(
         notes.append(
             "Beside each cell: the paper's number and the difference (run-to-run noise about ±0.5 pt, more on AIME)."
         )
+    if recipes:
+        notes.append(
+            "recipe: how a row was computed: the paper's authors' recipe, or the deviation from it "
+            "(a variant row is compared with the paper's row of its method)."
+        )
     if base:
         what = f"{band} pt" if not isinstance(band, dict) else "their per-cell band"
         notes.append(
@@ -269,6 +298,8 @@ def write_report(
         "template_policy": template,
         "table": table,
         "paper": paper,
+        "recipes": recipes or {},
+        "paper_rows": paper_rows or {},
         "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
         "moved": sorted(
             [m["row"], m["column"], m["delta"]] for m in changes if m["column"] is not None
@@ -292,7 +323,8 @@ def write_report(
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table, cols))
     write_text_atomic(
-        out_prefix.with_suffix(".md"), to_markdown(table, cols, title, notes, paper, base, band)
+        out_prefix.with_suffix(".md"),
+        to_markdown(table, cols, title, notes, paper, base, band, recipes, paper_rows),
     )
     plot(table, cols, out_prefix.with_suffix(".png"), title)
     write_text_atomic(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")

@@ -20,6 +20,32 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 # the experts of the families made locally (make-tiny) or shipped (demofamily/models)
 FAMILY_EXPERTS = ("math", "code", "if")
 
+# the statistics recipes every config has (merges.<id>.stats names one; stats.recipes adds more)
+STATS_RECIPES = {
+    # the project's: each expert on its own task's prompts under its own template, padding masked
+    "per_expert": {
+        "model": "expert",
+        "template_from": "expert",
+        "generation_prompt": True,
+        "padding": "masked",
+        "pad_to": None,
+        "select": "sampled",
+        "column": "auto",
+    },
+    # the ACTMat authors' (their OLMo statistics script): the base on every task's prompts, all
+    # under the Math (tokenizer_from) expert's template without a generation prompt, padded to 256
+    # with the pads kept, the first prompts of the `prompt` column
+    "authors": {
+        "model": "base",
+        "template_from": "tokenizer_from",
+        "generation_prompt": False,
+        "padding": "kept",
+        "pad_to": 256,
+        "select": "first",
+        "column": "prompt",
+    },
+}
+
 
 class ConfigError(InputError):
     """A config value that cannot run; the message starts with the config key."""
@@ -86,6 +112,13 @@ def check(config: dict) -> None:
         raise ConfigError(
             "models.tokenizer_from", f"{tok!r} is not an expert ({', '.join(experts)})"
         )
+    for name, recipe in config["stats"]["recipes"].items():
+        src = recipe.get("template_from", "expert")
+        if src not in ("expert", "tokenizer_from", *experts):
+            raise ConfigError(
+                f"stats.recipes.{name}.template_from",
+                f"{src!r} is none of expert, tokenizer_from or an expert ({', '.join(experts)})",
+            )
     for mid, m in config["merges"].items():
         try:
             method = get_method(m["method"])
@@ -94,6 +127,9 @@ def check(config: dict) -> None:
             raise ConfigError(f"merges.{mid}", str(e)) from None
         if method.needs_stats:
             _check_prompts(config, mid, m["method"], experts)
+            _check_recipe(config, mid, m.get("stats", "per_expert"))
+        elif "stats" in m:
+            raise ConfigError(f"merges.{mid}.stats", f"method {m['method']!r} uses no statistics")
     try:
         suite = get_suite(config["eval"]["suite"])
     except InputError as e:
@@ -150,6 +186,16 @@ def _check_hub(models: dict) -> None:
             )
         if name != "base":
             seen[ident] = name
+
+
+def _check_recipe(config: dict, mid: str, name: str) -> None:
+    recipes = {**STATS_RECIPES, **config["stats"]["recipes"]}
+    if name not in recipes:
+        raise ConfigError(
+            f"merges.{mid}.stats",
+            f"unknown statistics recipe {name!r}; define it under stats.recipes "
+            f"(known: {', '.join(recipes)})",
+        )
 
 
 def _check_prompts(config: dict, mid: str, method: str, experts: list[str]) -> None:

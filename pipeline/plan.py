@@ -11,7 +11,7 @@ from functools import cached_property
 from evals.registry import Suite, get_suite
 from merges.hub import slug
 from merges.registry import get_method
-from pipeline.config import load
+from pipeline.config import STATS_RECIPES, load
 
 
 def argv(*pairs) -> str:
@@ -97,11 +97,16 @@ class Plan:
     def method(self, merge_id: str):
         return get_method(self.merges[merge_id]["method"])
 
+    def merge_recipe(self, merge_id: str) -> str | None:
+        """The statistics recipe a merge reads (None: a data-free method)."""
+        if not self.method(merge_id).needs_stats:
+            return None
+        return self.merges[merge_id].get("stats", "per_expert")
+
     def merge_stats(self, merge_id: str) -> list[str]:
         """Statistics folders a merge reads, one per expert in order (none for data-free methods)."""
-        if not self.method(merge_id).needs_stats:
-            return []
-        return [self.stats_dir(e) for e in self.experts]
+        recipe = self.merge_recipe(merge_id)
+        return [self.stats_dir(recipe, e) for e in self.experts] if recipe else []
 
     def merge_setting(self, merge_id: str, key: str):
         return self.merges[merge_id].get(key, self.config["merge_defaults"][key])
@@ -125,22 +130,46 @@ class Plan:
         }
 
     # -- statistics --------------------------------------------------------------------------
-    def stats_dir(self, expert: str) -> str:
-        return f"results/{self.run}/stats/{expert}"
+    def stats_recipe(self, name: str) -> dict:
+        """A statistics recipe: the built-in ones, or the config's (unset fields as per_expert)."""
+        recipes = {**STATS_RECIPES, **self.stats["recipes"]}
+        return {**STATS_RECIPES["per_expert"], **recipes[name]}
 
-    def prompts_file(self, expert: str) -> str:
+    @property
+    def stats_recipes_used(self) -> list[str]:
+        return list(dict.fromkeys(filter(None, map(self.merge_recipe, self.merges))))
+
+    def stats_dir(self, recipe: str, expert: str) -> str:
+        return f"results/{self.run}/stats/{recipe}/{expert}"
+
+    def stats_model(self, recipe: str, expert: str) -> str:
+        """The model run over the expert's prompts: the expert, or the base (authors' recipe)."""
+        return self.model_dir("base" if self.stats_recipe(recipe)["model"] == "base" else expert)
+
+    def stats_template(self, recipe: str, expert: str) -> str:
+        """The folder whose chat template wraps the expert's prompts."""
+        src = self.stats_recipe(recipe)["template_from"]
+        if src == "expert":
+            return self.model_dir(expert)
+        return self.model_dir(self.tokenizer_from if src == "tokenizer_from" else src)
+
+    def prompts_file(self, expert: str, recipe: str) -> str:
         p = self.stats["prompts"][expert]
         if "file" in p:
             return p["file"]
+        r = self.stats_recipe(recipe)
         return (
             f"resources/calibration/{slug(p['hf_dataset'])}/{p['revision']}/"
-            f"{p.get('split', 'train')}-n{p.get('n', 320)}.jsonl"
+            f"{p.get('split', 'train')}-{r['select']}-{r['column']}-n{p.get('n', 320)}.jsonl"
         )
 
-    def stats_args(self) -> str:
-        s = self.stats
+    def stats_args(self, recipe: str) -> str:
+        s, r = self.stats, self.stats_recipe(recipe)
         return argv(
-            ("--max-tokens", s["max_tokens"]),
+            ("--max-tokens", r["pad_to"] or s["max_tokens"]),
+            ("--pad-to", r["pad_to"]),
+            ("--padding", r["padding"]),
+            ("--generation-prompt" if r["generation_prompt"] else "--no-generation-prompt", True),
             ("--batch-size", s["batch_size"]),
             ("--device", s["device"]),
         )
@@ -250,4 +279,14 @@ class Plan:
             ("--template", self.eval["template"]),
             ("--baseline", rep["baseline"]),
             ("--noise-band", rep["noise_band"]),
+            *[
+                ("--recipe", f"{mid}={m['recipe']}")
+                for mid, m in self.merges.items()
+                if "recipe" in m
+            ],
+            *[
+                ("--paper-row", f"{mid}={m['paper_row']}")
+                for mid, m in self.merges.items()
+                if "paper_row" in m
+            ],
         )

@@ -67,25 +67,55 @@ def test_table1_plan_hub_paths_specs_and_generation_options():
     assert plan.model_dir("if") == (
         "resources/hub/allenai--Olmo-3-7B-RL-Zero-IF/3cae007c5324a9a06ee6780f03b848bc7b8fd440"
     )
-    assert plan.variants == [] and len(plan.eval_models) == 1 + 3 + 10
-    assert len(plan.report_cells()) == 5 + 5 + 10 * 5
+    assert plan.variants == [] and len(plan.eval_models) == 1 + 3 + 12
+    assert len(plan.report_cells()) == 5 + 5 + 12 * 5
     spec = plan.merge_spec("regmean")
     assert spec["method"] == "regmean" and spec["output"] == "results/table1/models/regmean"
     assert spec["experts"] == [plan.model_dir(e) for e in ("math", "code", "if")]
-    assert spec["stats"] == [f"results/table1/stats/{e}" for e in ("math", "code", "if")]
     assert spec["tokenizer_from"] == plan.model_dir("math")
     assert plan.merge_spec("ties")["stats"] == []
     assert plan.merge_spec("task_arithmetic")["params"] == {"scale": 0.4}
-    assert plan.prompts_file("if") == (
-        "resources/calibration/allenai--Dolci-RL-Zero-IF-7B/"
-        "c96e4e424c0a5d416f725c488ec7c61b7f758d85/train-n320.jsonl"
-    )
     args = shlex.split(plan.generate_args("base"))
     assert args[:2] == ["--suite", "table1"]
     assert args.count("--benchmark") == 5
     assert ["--template", "paper", "--template-from", plan.model_dir("math")] == args[12:16]
     assert "--tensor-parallel-size" in args and "--limit" not in args
     assert plan.resources("merge") == {"gpu": 1, "mem_mb": 32000, "runtime": 240}
+
+
+def test_table1_rows_follow_the_authors_recipes_and_variants_have_their_own_statistics():
+    plan = Plan(cfg("table1"))
+    # the authors' RegMean: the base model run on every expert's prompts, the Math template without
+    # a generation prompt, padded to 256 with the pads kept, the first 320 of the `prompt` column
+    assert plan.merge_spec("regmean")["params"] == {"alpha": 1.0, "solver": "fp32_pinv"}
+    assert plan.merge_spec("actmat")["params"] == {"solver": "fp32_pinv"}
+    assert plan.merge_spec("actmat_fp64")["params"] == {}
+    authors = plan.merge_stats("regmean")
+    assert authors == [f"results/table1/stats/authors/{e}" for e in ("math", "code", "if")]
+    assert plan.merge_stats("regmean_masked") == [
+        f"results/table1/stats/per_expert/{e}" for e in ("math", "code", "if")
+    ]
+    assert plan.stats_recipes_used == ["authors", "per_expert"]
+    assert plan.stats_model("authors", "code") == plan.model_dir("base")
+    assert plan.stats_template("authors", "code") == plan.model_dir("math")
+    assert plan.stats_model("per_expert", "code") == plan.model_dir("code")
+    assert plan.stats_template("per_expert", "code") == plan.model_dir("code")
+    assert shlex.split(plan.stats_args("authors")) == [
+        "--max-tokens", "256", "--pad-to", "256", "--padding", "kept", "--no-generation-prompt",
+        "--batch-size", "8", "--device", "auto",
+    ]  # fmt: skip
+    assert shlex.split(plan.stats_args("per_expert"))[:5] == [
+        "--max-tokens", "256", "--padding", "masked", "--generation-prompt"
+    ]  # fmt: skip
+    assert plan.prompts_file("if", "authors") == (
+        "resources/calibration/allenai--Dolci-RL-Zero-IF-7B/"
+        "c96e4e424c0a5d416f725c488ec7c61b7f758d85/train-first-prompt-n320.jsonl"
+    )
+    assert plan.prompts_file("if", "per_expert").endswith("/train-sampled-auto-n320.jsonl")
+    # the report says which rows are the authors' and what the variants change
+    args = shlex.split(plan.report_args())
+    assert "regmean=authors" in args and "actmat_fp64=actmat" in args
+    assert any(a.startswith("regmean_masked=each expert") for a in args)
 
 
 def test_an_expert_names_its_domain():
@@ -113,6 +143,12 @@ def test_an_expert_names_its_domain():
         (lambda c: c["merges"]["ties"].update(method="magic"), "merges.ties"),
         (lambda c: c.update(colour="red"), "colour"),
         (lambda c: c["eval"].update(limit=0), "eval.limit"),
+        (lambda c: c["merges"]["regmean"].update(stats="mine"), "merges.regmean.stats"),
+        (lambda c: c["merges"]["ties"].update(stats="authors"), "merges.ties.stats"),
+        (
+            lambda c: c["stats"].setdefault("recipes", {}).update(x={"template_from": "chem"}),
+            "stats.recipes.x.template_from",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(edit, key):

@@ -51,12 +51,18 @@ def test_table1_dry_run_lists_every_stage():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts["download_model"] == 4 and counts["merge_model"] == 10
+    assert counts["download_model"] == 4 and counts["merge_model"] == 12
     assert (
-        counts["generate_samples"] == 14
-        and counts["score_samples"] == 60
+        counts["generate_samples"] == 16
+        and counts["score_samples"] == 70
         and counts["report_table"] == 1
     )
+    # the authors' RegMean statistics (the base over every expert's prompts) and the per-expert
+    # variant's are separate jobs; each RegMean row reads its own
+    assert counts["collect_stats"] == 6 and counts["download_prompts"] == 6
+    for recipe in ("authors", "per_expert"):
+        for e in ("math", "code", "if"):
+            assert f"results/table1/stats/{recipe}/{e}" in out
     for merge in (
         "task_arithmetic",
         "average",
@@ -64,6 +70,8 @@ def test_table1_dry_run_lists_every_stage():
         "tsv",
         "regmean",
         "actmat",
+        "regmean_masked",
+        "actmat_fp64",
         "ties",
         "dare",
         "iso_cts",

@@ -36,6 +36,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, PLAN.eval_models)),
     merge_id="|".join(map(re.escape, MERGES)),
     expert="|".join(map(re.escape, EXPERTS)),
+    recipe="|".join(map(re.escape, PLAN.stats_recipes_used or ["per_expert"])),
     benchmark="|".join(map(re.escape, PLAN.benchmarks)),
 
 

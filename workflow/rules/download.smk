@@ -52,9 +52,14 @@ rule verify_models:
 
 rule download_prompts:
     output:
-        "resources/calibration/{dataset}/{revision}/{split}-n{n}.jsonl",
+        prompts="resources/calibration/{dataset}/{revision}/{split}-{select}-{column}-n{n}.jsonl",
+        selection="resources/calibration/{dataset}/{revision}/{split}-{select}-{column}-n{n}.jsonl.meta.json",
+    wildcard_constraints:
+        select="sampled|first",
+        column="auto|messages|prompt",
+        n=r"\d+",
     log:
-        "logs/download_prompts/{dataset}/{revision}/{split}-n{n}.log",
+        "logs/download_prompts/{dataset}/{revision}/{split}-{select}-{column}-n{n}.log",
     conda:
         "../envs/mergeeval.yaml"
     resources:
@@ -64,4 +69,5 @@ rule download_prompts:
         dataset=lambda w: w.dataset.replace("--", "/"),
     shell:
         "python -m merges download-prompts --dataset {params.dataset:q} --revision {wildcards.revision:q} "
-        "--split {wildcards.split:q} --n {wildcards.n:q} --output {output:q} > {log:q} 2>&1"
+        "--split {wildcards.split:q} --select {wildcards.select:q} --column {wildcards.column:q} "
+        "--n {wildcards.n:q} --output {output.prompts:q} > {log:q} 2>&1"
