@@ -10,8 +10,16 @@ from pathlib import Path
 from mergeeval.cli import positive_int
 from merges.device import DEVICES
 from merges.errors import MergeInputError
+from merges.grams import PADDING_MODES
+from merges.hub import PROMPT_COLUMNS, SELECTIONS
 from merges.policy import REST_POLICIES
-from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
+from merges.spec import (
+    FACTOR_DTYPES,
+    GENERATION_CONFIG_SOURCES,
+    OUTPUT_DTYPES,
+    MergeSpec,
+    load_spec_file,
+)
 
 
 def _parse_kv(items: list[str]) -> dict[str, str]:
@@ -35,28 +43,71 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from merges.engine import MergeSpec, run_merge
+# `run` flags that define the merge: with --spec the file holds them all, so none may be given.
+RUN_DEFAULTS = {
+    "method": None,
+    "base": None,
+    "expert": None,
+    "output": None,
+    "param": [],
+    "stats": [],
+    "device": "auto",
+    "dtype": "bfloat16",
+    "tokenizer_from": None,
+    "rest_policy": "mean_delta",
+    "factor_dtype": "float64",
+    "generation_config_from": "base",
+    "force": False,
+    "allow_duplicate_experts": False,
+}
 
-    spec = MergeSpec(
-        method=args.method,
-        base=Path(args.base),
-        experts=[Path(e) for e in args.expert],
-        output=Path(args.output),
-        params=_parse_kv(args.param),
-        stats=[Path(s) for s in args.stats],
-        device=args.device,
-        dtype=args.dtype,
-        tokenizer_from=Path(args.tokenizer_from) if args.tokenizer_from else None,
-        rest_policy=args.rest_policy,
-        factor_dtype=args.factor_dtype,
-        force=args.force,
-        allow_duplicate_experts=args.allow_duplicate_experts,
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def run_spec(args) -> MergeSpec:
+    """The MergeSpec of `merges run`: from --spec FILE, or from the flags (as before --spec)."""
+    given = [d for d in RUN_DEFAULTS if getattr(args, d) is not None]
+    if args.spec:
+        if given:
+            raise MergeInputError(
+                f"--spec {args.spec} sets every merge input; drop {', '.join(map(_flag, given))} "
+                "(or put it in the spec file)"
+            )
+        return load_spec_file(Path(args.spec))
+    missing = [_flag(d) for d in ("method", "base", "expert", "output") if d not in given]
+    if missing:
+        raise MergeInputError(
+            f"run needs {', '.join(missing)} (or --spec FILE with the merge's fields)"
+        )
+    a = {d: RUN_DEFAULTS[d] if getattr(args, d) is None else getattr(args, d) for d in RUN_DEFAULTS}
+    return MergeSpec(
+        method=a["method"],
+        base=Path(a["base"]),
+        experts=[Path(e) for e in a["expert"]],
+        output=Path(a["output"]),
+        params=_parse_kv(a["param"]),
+        stats=[Path(s) for s in a["stats"]],
+        device=a["device"],
+        dtype=a["dtype"],
+        tokenizer_from=Path(a["tokenizer_from"]) if a["tokenizer_from"] else None,
+        rest_policy=a["rest_policy"],
+        factor_dtype=a["factor_dtype"],
+        generation_config_from=a["generation_config_from"],
+        force=a["force"],
+        allow_duplicate_experts=a["allow_duplicate_experts"],
     )
+
+
+def cmd_run(args) -> int:
+    from merges.engine import run_merge
+
+    spec = run_spec(args)
     record = run_merge(spec, progress=not args.quiet)
     s = record["summary"]
     print(
-        f"merged {s['tensors']} tensors ({s['method_tensors']} by {record['method']}) into {args.output} "
+        f"merged {s['tensors']} tensors ({s['method_tensors']} by {record['method']}) into {spec.output} "
         f"in {record['timings']['total_s']:.1f} s; max bf16 lost fraction {s['max_bf16_lost_frac']:.3f}"
     )
     return 0
@@ -75,6 +126,9 @@ def cmd_stats(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         force=args.force,
+        generation_prompt=args.generation_prompt,
+        padding=args.padding,
+        pad_to=args.pad_to,
     )
     print(json.dumps({k: meta[k] for k in ("n_sequences", "n_tokens", "n_grams")}))
     return 0
@@ -120,7 +174,14 @@ def cmd_download_prompts(args) -> int:
     from merges.hub import download_prompts
 
     n = download_prompts(
-        args.dataset, args.revision, Path(args.output), args.n, args.split, args.seed
+        args.dataset,
+        args.revision,
+        Path(args.output),
+        args.n,
+        args.split,
+        args.seed,
+        select=args.select,
+        column=args.column,
     )
     print(f"wrote {n} prompts to {args.output}")
     return 0
@@ -152,42 +213,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="methods, their parameters and defaults").set_defaults(fn=cmd_list)
 
-    r = sub.add_parser("run", help="merge experts into a base, streaming tensor by tensor")
-    r.add_argument("--method", required=True)
-    r.add_argument("--base", required=True, help="base model folder (safetensors)")
-    r.add_argument(
-        "--expert", action="append", required=True, help="expert folder; repeat per expert"
+    r = sub.add_parser(
+        "run",
+        help="merge experts into a base, streaming tensor by tensor",
+        description="Give the merge as flags (--method, --base, --expert, --output, ...) or as "
+        "--spec FILE (YAML/JSON with the same fields as merge.json's inputs), not both.",
     )
-    r.add_argument("--output", required=True, help="output folder (must not exist unless --force)")
-    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="YAML or JSON file with the merge's fields (method, base, experts, output, params, "
+        "stats, device, dtype, tokenizer_from, rest_policy, factor_dtype, generation_config_from, "
+        "force, allow_duplicate_experts); relative paths are relative to the current directory; "
+        "replaces every flag below except --quiet",
+    )
+    r.add_argument("--method", help="merge method (see `list`); required without --spec")
+    r.add_argument("--base", help="base model folder (safetensors); required without --spec")
+    r.add_argument(
+        "--expert",
+        action="append",
+        help="expert folder; repeat per expert; required without --spec",
+    )
+    r.add_argument(
+        "--output", help="output folder (must not exist unless --force); required without --spec"
+    )
+    r.add_argument("--param", action="append", metavar="KEY=VALUE")
     r.add_argument(
         "--stats",
         action="append",
-        default=[],
         metavar="DIR",
         help="Gram folder, once per expert in order",
     )
-    r.add_argument("--device", default="auto", choices=DEVICES)
-    r.add_argument("--dtype", default="bfloat16", choices=list(OUTPUT_DTYPES), help="output dtype")
+    r.add_argument("--device", choices=DEVICES, help="default auto")
+    r.add_argument("--dtype", choices=list(OUTPUT_DTYPES), help="output dtype (default bfloat16)")
     r.add_argument(
         "--tokenizer-from",
         help="folder whose tokenizer/chat template is copied (default: first expert)",
     )
-    r.add_argument("--rest-policy", default="mean_delta", choices=REST_POLICIES)
+    r.add_argument("--rest-policy", choices=REST_POLICIES, help="default mean_delta")
     r.add_argument(
         "--factor-dtype",
-        default="float64",
         choices=list(FACTOR_DTYPES),
-        help="dtype of SVD/eigh/solves",
+        help="dtype of SVD/eigh/solves (default float64); the authors' fp32 pinv is a method "
+        "parameter (solver=fp32_pinv), not this",
+    )
+    r.add_argument(
+        "--generation-config-from",
+        choices=GENERATION_CONFIG_SOURCES,
+        help="where the merged folder's generation_config.json comes from: base (default, as the "
+        "ACTMat authors' merges), tokenizer (the --tokenizer-from folder, else the base) or none",
     )
     r.add_argument(
         "--force",
         action="store_true",
+        default=None,
         help="replace an existing output folder (only one this project wrote: it has merge.json)",
     )
     r.add_argument(
         "--allow-duplicate-experts",
         action="store_true",
+        default=None,
         help="accept the same expert folder twice (it then counts twice)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -202,11 +287,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-tokens",
         type=positive_int,
-        default=512,
-        help="truncate each sequence to this many tokens",
+        default=None,
+        help="truncate each sequence to this many tokens (default 512; with --pad-to N: N)",
     )
     s.add_argument(
-        "--chat-template-from", help="folder whose tokenizer chat template wraps the prompts"
+        "--chat-template-from",
+        help="folder whose tokenizer chat template wraps the prompts (default: --model's); "
+        "--model is the model that is run",
+    )
+    s.add_argument(
+        "--generation-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="render with apply_chat_template(add_generation_prompt=...) (default on; the "
+        "ACTMat authors: off)",
+    )
+    s.add_argument(
+        "--padding",
+        choices=PADDING_MODES,
+        default="masked",
+        help="masked (default): padding positions are left out of the Grams; kept: they count "
+        "exactly as real tokens (the ACTMat authors' recipe)",
+    )
+    s.add_argument(
+        "--pad-to",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="pad and truncate every sequence to exactly N tokens (the authors: 256); default: pad "
+        "to the longest in each batch. With --padding kept, N sets how many pad positions enter "
+        "the Grams (without --pad-to, kept padding depends on --batch-size)",
     )
     s.add_argument("--max-prompts", type=positive_int, default=None)
     s.add_argument("--batch-size", type=positive_int, default=8)
@@ -231,14 +341,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_download)
 
     dp = sub.add_parser(
-        "download-prompts", help="sample calibration prompts from a hub dataset as JSONL"
+        "download-prompts",
+        help="calibration prompts from a hub dataset as JSONL (+ FILE.meta.json)",
     )
     dp.add_argument("--dataset", required=True)
     dp.add_argument("--revision", required=True)
     dp.add_argument("--output", required=True)
     dp.add_argument("--n", type=positive_int, default=320)
     dp.add_argument("--split", default="train")
-    dp.add_argument("--seed", type=int, default=0)
+    dp.add_argument("--seed", type=int, default=0, help="seed of --select sampled")
+    dp.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="sampled",
+        help="sampled (default): a seeded sample of N rows, in dataset order; first: the first N "
+        "rows (the ACTMat authors' recipe)",
+    )
+    dp.add_argument(
+        "--column",
+        choices=PROMPT_COLUMNS,
+        default="auto",
+        help="auto (default): the dataset's 'messages' column, else 'prompt'; the authors used "
+        "'prompt' (one user message)",
+    )
     dp.set_defaults(fn=cmd_download_prompts)
 
     v = sub.add_parser("verify", help="check that experts have the base's tensor names and shapes")

@@ -25,9 +25,10 @@ from mergeeval.outputs import atomic_dir
 from merges import provenance
 from merges.checks import check_compatible, check_inputs, read_config, tokenizer_files
 from merges.device import resolve_device
+from merges.errors import MergeInputError
 from merges.io import ShardedWriter
 from merges.policy import tensor_role
-from merges.spec import MergeSpec
+from merges.spec import GENERATION_CONFIG_SOURCES, MergeSpec
 from merges.stream import Job, ReadAhead, row_blocks
 from merges.unit_merge import COPIED, TensorDiag, UnitMerger
 
@@ -37,6 +38,7 @@ log = logging.getLogger("merges")
 
 BLOCK_ELEMENTS = 1 << 24  # 16 M entries: 64 MB per fp32 row block
 READ_AHEAD_BYTES = 256 * 1024**2
+GENERATION_CONFIG = "generation_config.json"
 
 
 def _roles(base, method, rest_policy) -> dict[str, str]:
@@ -60,19 +62,40 @@ def _jobs(order: list[str], base, roles: dict[str, str], method) -> list[Job]:
     return jobs
 
 
-def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str, tok_src: Path) -> None:
-    """config.json from the base (dtype updated); generation config and tokenizer from the tokenizer source."""
+def _copy_side_files(spec: MergeSpec, folder: Path, out_dtype: str, tok_src: Path) -> Path | None:
+    """config.json from the base (dtype updated); tokenizer files from the tokenizer source;
+    generation_config.json per `spec.generation_config_from`. Returns the generation config copied."""
     cfg = read_config(Path(spec.base))
     for key in ("torch_dtype", "dtype"):
         if key in cfg or key == "torch_dtype":
             cfg[key] = out_dtype
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    for f in (*tokenizer_files(tok_src), "generation_config.json"):
-        src = tok_src / f
-        if not src.exists() and f == "generation_config.json":
-            src = Path(spec.base) / f
-        if src.exists():
-            shutil.copyfile(src, folder / f)
+    for f in tokenizer_files(tok_src):
+        shutil.copyfile(tok_src / f, folder / f)
+    gen = generation_config_source(spec, tok_src)
+    if gen is not None:
+        shutil.copyfile(gen, folder / GENERATION_CONFIG)
+    return gen
+
+
+def generation_config_source(spec: MergeSpec, tok_src: Path) -> Path | None:
+    """The generation_config.json a merge copies: `base` the base's; `tokenizer` the tokenizer
+    source's, else the base's (the behaviour before the choice existed); `none` none."""
+    _check_generation_config_from(spec)
+    folders = {"base": [spec.base], "tokenizer": [tok_src, spec.base], "none": []}
+    folders = folders[spec.generation_config_from]
+    return next(
+        (Path(d) / GENERATION_CONFIG for d in folders if (Path(d) / GENERATION_CONFIG).is_file()),
+        None,
+    )
+
+
+def _check_generation_config_from(spec: MergeSpec) -> None:
+    if spec.generation_config_from not in GENERATION_CONFIG_SOURCES:
+        raise MergeInputError(
+            f"unknown generation config source {spec.generation_config_from!r}; "
+            f"valid: {', '.join(GENERATION_CONFIG_SOURCES)}"
+        )
 
 
 def _write(writer: ShardedWriter, name: str, out: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
@@ -83,6 +106,7 @@ def _write(writer: ShardedWriter, name: str, out: torch.Tensor, buf: torch.Tenso
 def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     """Merge `spec.experts` into `spec.base` with `spec.method`; return the merge.json record."""
     t_start = time.perf_counter()
+    _check_generation_config_from(spec)
     method, params, base, experts, grams, tok_src = check_inputs(spec)
     device = resolve_device(spec.device)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -134,7 +158,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             merger.close()
             bar.close()
         writer.close()
-        _copy_side_files(spec, tmp, spec.dtype, tok_src)
+        gen_src = _copy_side_files(spec, tmp, spec.dtype, tok_src)
         record = provenance.merge_record(
             spec,
             method,
@@ -145,6 +169,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             timings,
             diagnostics,
             time.perf_counter() - t_start,
+            generation_config=gen_src,
         )
         (tmp / provenance.MERGE_JSON).write_text(json.dumps(record, indent=2) + "\n")
     log.info("wrote %s (%s, %.1f s)", spec.output, method.name, record["timings"]["total_s"])

@@ -26,6 +26,9 @@ INPUT_GROUPS = {
 }
 _LAYER = re.compile(r"^(.*?\.layers\.\d+)\.")
 STATS_JSON = "stats.json"
+# `merges stats --padding`: masked leaves padding positions out of the Grams; kept counts them as
+# tokens (the ACTMat authors' covariance script pads to 256 and does not mask).
+PADDING_MODES = ("masked", "kept")
 
 
 def gram_key(module: str) -> str:

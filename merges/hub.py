@@ -8,6 +8,7 @@ never written to logs or files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -43,20 +44,47 @@ def download_model(repo_id: str, revision: str, output: Path) -> dict:
     return source
 
 
+SELECTIONS = ("sampled", "first")
+PROMPT_COLUMNS = ("auto", "messages", "prompt")
+SIDECAR_SUFFIX = ".meta.json"
+
+
+def prompts_sidecar(prompts: Path) -> Path:
+    """`FILE.meta.json` beside a prompts file: how download-prompts selected its rows."""
+    return Path(str(prompts) + SIDECAR_SUFFIX)
+
+
 def download_prompts(
-    dataset: str, revision: str, output: Path, n: int, split: str = "train", seed: int = 0
+    dataset: str,
+    revision: str,
+    output: Path,
+    n: int,
+    split: str = "train",
+    seed: int = 0,
+    select: str = "sampled",
+    column: str = "auto",
 ) -> int:
-    """n prompts (seeded sample) of a HF dataset as JSONL: its `messages`, else its `prompt` column."""
+    """n prompts of a HF dataset as JSONL, in dataset order: its `messages` (else `prompt`) column,
+    or the one named by `column`. `select`: `sampled` (seeded sample of row indices) or `first`
+    (rows 0..n-1). The selection is written, after the JSONL, to `FILE.meta.json` (with the
+    JSONL's sha256, so a stale or edited file is recognised); `merges stats` records it."""
     import datasets
 
+    if select not in SELECTIONS:
+        raise MergeInputError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
+    if column not in PROMPT_COLUMNS:
+        raise MergeInputError(f"unknown column {column!r}; valid: {', '.join(PROMPT_COLUMNS)}")
     ds = datasets.load_dataset(dataset, revision=revision, split=split)
     cols = ds.column_names
-    field = next((c for c in ("messages", "prompt") if c in cols), None)
+    wanted = ("messages", "prompt") if column == "auto" else (column,)
+    field = next((c for c in wanted if c in cols), None)
     if field is None:
         raise MergeInputError(
-            f"{dataset}@{revision} has neither a 'messages' nor a 'prompt' column (it has {cols})"
+            f"{dataset}@{revision} has no {' or '.join(repr(c) for c in wanted)} column "
+            f"(it has {cols})"
         )
-    idx = sorted(random.Random(seed).sample(range(len(ds)), min(n, len(ds))))
+    k = min(n, len(ds))
+    idx = sorted(random.Random(seed).sample(range(len(ds)), k)) if select == "sampled" else range(k)
     rows = []
     for i in idx:
         value = ds[i][field]
@@ -65,5 +93,19 @@ def download_prompts(
         rows.append(
             {field: value, "source": {"dataset": dataset, "revision": revision, "index": i}}
         )
-    write_text_atomic(Path(output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_text_atomic(Path(output), text)
+    meta = {
+        "dataset": dataset,
+        "revision": revision,
+        "split": split,
+        "column": field,
+        "select": select,
+        "seed": seed if select == "sampled" else None,
+        "n_requested": n,
+        "n_rows": len(rows),
+        "dataset_rows": len(ds),
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
+    write_text_atomic(prompts_sidecar(Path(output)), json.dumps(meta, indent=2) + "\n")
     return len(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from collections import Counter
@@ -44,9 +45,26 @@ def versions() -> dict:
     return out
 
 
+def file_identity(path: Path) -> dict:
+    """A file's absolute path and sha256."""
+    path = Path(path)
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def merge_record(
-    spec, method, params, device, tok_src, grams, timings, diagnostics, total_s
+    spec,
+    method,
+    params,
+    device,
+    tok_src,
+    grams,
+    timings,
+    diagnostics,
+    total_s,
+    generation_config: Path | None = None,
 ) -> dict:
+    """merge.json. Each `stats` entry is that folder's stats.json (its `recipe` included) plus its
+    path; `generation_config` names the choice and the file copied (null: none was)."""
     rounding = [d["bf16_lost_frac"] for d in diagnostics.values() if d.get("role") == "method"]
     return {
         "method": method.name,
@@ -63,6 +81,11 @@ def merge_record(
         else [],
         "tokenizer_from": model_identity(tok_src),
         "config_from": str(Path(spec.base).resolve()),
+        "generation_config": {
+            "from": spec.generation_config_from,
+            "file": file_identity(generation_config) if generation_config else None,
+        },
+        "spec_file": file_identity(spec.spec_file) if spec.spec_file else None,
         "tensor_policy": {
             "rest_policy": spec.rest_policy,
             "method_applies_to": describe(method, spec.rest_policy),

@@ -1,14 +1,25 @@
-"""What one merge is asked to do: the fields `merge.json` records, and the valid choices."""
+"""What one merge is asked to do: the fields `merge.json` records, the valid choices, and the
+spec file (`python -m merges run --spec FILE`, YAML or JSON) that holds the same fields."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
+import pydantic
 import torch
+
+from merges.device import DEVICES
+from merges.errors import MergeInputError
+from merges.policy import REST_POLICIES
 
 OUTPUT_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 FACTOR_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# Where the merged folder's generation_config.json comes from: the base (as the ACTMat authors'
+# `save_pretrained` of a model built from the base did), the tokenizer source, or nowhere.
+GENERATION_CONFIG_SOURCES = ("base", "tokenizer", "none")
 
 
 @dataclass
@@ -26,6 +37,120 @@ class MergeSpec:
     tokenizer_from: Path | None = None
     rest_policy: str = "mean_delta"
     factor_dtype: str = "float64"
+    generation_config_from: str = "base"
     force: bool = False
     allow_duplicate_experts: bool = False
     max_shard_bytes: int = 5 * 1024**3
+    spec_file: Path | None = None  # the --spec file this came from (recorded), if any
+
+
+Text = Annotated[str, pydantic.StringConstraints(min_length=1)]
+Scalar = pydantic.StrictBool | pydantic.StrictInt | pydantic.StrictFloat | pydantic.StrictStr
+
+
+def _literal(values):
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+class SpecFile(pydantic.BaseModel):
+    """The fields a spec file may hold: MergeSpec's, with the CLI's choices and defaults."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+    method: Text
+    base: Text
+    experts: list[Text] = pydantic.Field(min_length=1)
+    output: Text
+    params: dict[str, Scalar] = {}
+    stats: list[Text] = []
+    device: _literal(DEVICES) = "auto"
+    dtype: _literal(OUTPUT_DTYPES) = "bfloat16"
+    tokenizer_from: Text | None = None
+    rest_policy: _literal(REST_POLICIES) = "mean_delta"
+    factor_dtype: _literal(FACTOR_DTYPES) = "float64"
+    generation_config_from: _literal(GENERATION_CONFIG_SOURCES) = "base"
+    force: bool = False
+    allow_duplicate_experts: bool = False
+
+
+SPEC_FIELDS = tuple(SpecFile.model_fields)
+
+
+def _field_path(raw: dict, er: dict) -> tuple[str, ...]:
+    """The error's location as far as it names keys of the file (pydantic appends the union
+    member, e.g. `params.density.bool`)."""
+    if er["type"] == "missing":
+        return tuple(str(x) for x in er["loc"])
+    out, node = [], raw
+    for part in er["loc"]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+        out.append(str(part))
+    return tuple(out) or tuple(str(x) for x in er["loc"][:1])
+
+
+def _problem(er: dict, scalar_union: bool) -> str:
+    if er["type"] == "extra_forbidden":
+        return f" is not a merge field; valid fields: {', '.join(SPEC_FIELDS)}"
+    if er["type"] == "missing":
+        return " is required"
+    got = repr(er.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    msg = "expected a number, a string or a boolean" if scalar_union else er["msg"]
+    return f": {msg} (got {got})"
+
+
+def load_spec_file(path: Path) -> MergeSpec:
+    """A MergeSpec from a YAML or JSON file; relative paths stay relative to the current directory.
+
+    Any problem is one MergeInputError naming the file and the field.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise MergeInputError(f"spec file {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise MergeInputError(f"spec file {path} is not UTF-8 text ({e})") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        what = " ".join(str(e).split())
+        raise MergeInputError(f"spec file {path} is not valid YAML/JSON: {what}") from None
+    if not isinstance(raw, dict):
+        raise MergeInputError(
+            f"spec file {path} must hold one mapping of fields ({', '.join(SPEC_FIELDS)})"
+        )
+    try:
+        s = SpecFile.model_validate(raw)
+    except pydantic.ValidationError as e:
+        problems = {}  # one per field: a union's member errors (str, int, ...) count once
+        for er in e.errors():
+            loc = _field_path(raw, er)
+            truncated = loc[:1] == ("params",) and len(loc) < len(er["loc"])
+            problems.setdefault(loc, _problem(er, scalar_union=truncated))
+        loc, msg = next(iter(problems.items()))
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise MergeInputError(f"spec file {path}: field {'.'.join(loc)!r}{msg}{more}") from None
+    return MergeSpec(
+        method=s.method,
+        base=Path(s.base),
+        experts=[Path(e) for e in s.experts],
+        output=Path(s.output),
+        params=dict(s.params),
+        stats=[Path(x) for x in s.stats],
+        device=s.device,
+        dtype=s.dtype,
+        tokenizer_from=Path(s.tokenizer_from) if s.tokenizer_from else None,
+        rest_policy=s.rest_policy,
+        factor_dtype=s.factor_dtype,
+        generation_config_from=s.generation_config_from,
+        force=s.force,
+        allow_duplicate_experts=s.allow_duplicate_experts,
+        spec_file=path,
+    )

@@ -1,15 +1,26 @@
 """RegMean statistics: per-layer input Grams G = XᵀX / N of a model over prompts.
 
 Runs the model with transformers; a forward pre-hook on each Linear of the blocks reads its
-input, drops padding positions (attention mask), and accumulates xᵀx in fp32 (TF32 off).
-Linears that share an input (q/k/v; gate/up) share one Gram (`merges.grams.gram_key`).
-Grams are per-token averages, written as fp32 safetensors, one file per layer, plus stats.json.
+input, drops padding positions (attention mask) unless `padding="kept"`, and accumulates xᵀx in
+fp32 (TF32 off). Linears that share an input (q/k/v; gate/up) share one Gram
+(`merges.grams.gram_key`). Grams are per-position averages (N counts the positions that entered:
+the real tokens, plus the pads when kept), written as fp32 safetensors, one file per layer, plus
+stats.json, whose `recipe` records every choice that shapes the Grams.
+
+The ACTMat authors' recipe (scripts/olmo/covariance.py): the base model run on every task's
+prompts (the first 320 of the `prompt` column), the Math expert's chat template without a
+generation prompt, padded to 256 tokens with the pads kept: `--model BASE --chat-template-from
+MATH --no-generation-prompt --padding kept --pad-to 256` on `download-prompts --select first
+--column prompt --n 320`. (They divide by the number of sequences, not positions; with every
+sequence exactly 256 positions long that is the same Gram times 256 for every task, which RegMean's
+solution does not depend on.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -21,8 +32,12 @@ from tqdm import tqdm
 from mergeeval.outputs import atomic_dir, guard_output
 from merges.device import resolve_device
 from merges.errors import MergeInputError
-from merges.grams import STATS_JSON, gram_key
+from merges.grams import PADDING_MODES, STATS_JSON, gram_key
+from merges.hub import prompts_sidecar
 from merges.provenance import model_identity, versions
+
+log = logging.getLogger("merges")
+DEFAULT_MAX_TOKENS = 512
 
 
 def read_prompts(path: Path, limit: int | None) -> list[dict]:
@@ -73,14 +88,21 @@ def _prompt_text(row: dict) -> bool:
     )
 
 
-def render(rows: list[dict], tokenizer, template: str | None) -> list[str]:
+def render(
+    rows: list[dict], tokenizer, template: str | None, generation_prompt: bool = True
+) -> list[str]:
+    """Each row as text: its messages (or its prompt as one user message) through `template`
+    with `add_generation_prompt=generation_prompt`; without a template, the contents joined."""
     out = []
     for row in rows:
         messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
         if template:
             out.append(
                 tokenizer.apply_chat_template(
-                    messages, chat_template=template, tokenize=False, add_generation_prompt=True
+                    messages,
+                    chat_template=template,
+                    tokenize=False,
+                    add_generation_prompt=generation_prompt,
                 )
             )
         else:
@@ -88,19 +110,66 @@ def render(rows: list[dict], tokenizer, template: str | None) -> list[str]:
     return out
 
 
+def prompts_selection(prompts: Path, sha256: str) -> tuple[dict | None, str | None]:
+    """(the selection `download-prompts` recorded in FILE.meta.json, or None; a note why not)."""
+    side = prompts_sidecar(prompts)
+    if not side.is_file():
+        return None, f"no {side.name} beside the prompts file"
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MergeInputError(
+            f"{side} is not valid JSON ({e}); download the prompts again or remove it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise MergeInputError(
+            f"{side} is not a JSON object; download the prompts again or remove it"
+        )
+    if meta.get("sha256") != sha256:
+        log.warning(
+            "%s does not describe %s (sha256 differs); selection not recorded", side, prompts
+        )
+        return None, f"{side.name} does not match the prompts file (edited after download?)"
+    return meta, None
+
+
+def _token_length(max_tokens: int | None, pad_to: int | None) -> int:
+    """Every sequence is truncated to this: --pad-to N when given, else --max-tokens (512)."""
+    for name, v in (("max_tokens", max_tokens), ("pad_to", pad_to)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise MergeInputError(f"{name} must be a positive integer, got {v!r}")
+    if pad_to is None:
+        return DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+    if max_tokens is not None and max_tokens != pad_to:
+        raise MergeInputError(
+            f"--pad-to {pad_to} pads and truncates every sequence to {pad_to} tokens; drop "
+            f"--max-tokens {max_tokens} or make it {pad_to}"
+        )
+    return pad_to
+
+
 def collect_grams(
     model: Path,
     prompts: Path,
     output: Path,
-    max_tokens: int = 512,
+    max_tokens: int | None = None,
     chat_template_from: Path | None = None,
     max_prompts: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "bfloat16",
     force: bool = False,
+    generation_prompt: bool = True,
+    padding: str = "masked",
+    pad_to: int | None = None,
 ) -> dict:
-    """Write `output/` with per-layer Gram safetensors and stats.json; return the metadata."""
+    """Write `output/` with per-layer Gram safetensors and stats.json; return the metadata.
+
+    max_tokens: truncation (default 512). pad_to: pad and truncate every sequence to exactly this
+    many tokens (default: pad to the longest in the batch). padding: `masked` drops padding
+    positions, `kept` counts them as tokens. generation_prompt: `add_generation_prompt` of the
+    chat template.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     output = guard_output(
@@ -111,9 +180,14 @@ def collect_grams(
     )
     if not (Path(model) / "config.json").exists():
         raise MergeInputError(f"model folder {model} has no config.json")
-    if max_tokens < 1 or batch_size < 1 or (max_prompts is not None and max_prompts < 1):
-        raise MergeInputError("max_tokens, batch_size and max_prompts must be positive integers")
+    if batch_size < 1 or (max_prompts is not None and max_prompts < 1):
+        raise MergeInputError("batch_size and max_prompts must be positive integers")
+    if padding not in PADDING_MODES:
+        raise MergeInputError(f"unknown padding {padding!r}; valid: {', '.join(PADDING_MODES)}")
+    length = _token_length(max_tokens, pad_to)
     rows = read_prompts(Path(prompts), max_prompts)
+    prompts_sha = hashlib.sha256(Path(prompts).read_bytes()).hexdigest()
+    selection, selection_note = prompts_selection(Path(prompts), prompts_sha)
     dev = resolve_device(device)
     torch.backends.cuda.matmul.allow_tf32 = False
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -126,8 +200,13 @@ def collect_grams(
         if chat_template_from
         else tokenizer.chat_template
     )
-    texts = render(rows, tokenizer, template)
+    if template is not None and not isinstance(template, str):
+        raise MergeInputError(
+            f"{template_src} has several named chat templates; this command uses a single one"
+        )
+    texts = render(rows, tokenizer, template, generation_prompt)
     net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(dev).eval()
+    masked = padding == "masked"
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = defaultdict(int)
@@ -141,7 +220,8 @@ def collect_grams(
             seen.add(key)
 
             def hook(_mod, args, key=key):
-                x = args[0][mask_holder["mask"]].float()
+                x = args[0]
+                x = (x[mask_holder["mask"]] if masked else x.reshape(-1, x.shape[-1])).float()
                 g = x.T @ x
                 sums[key] = g if key not in sums else sums[key] + g
                 counts[key] += x.shape[0]
@@ -149,20 +229,21 @@ def collect_grams(
             hooks.append(mod.register_forward_pre_hook(hook))
     if not hooks:
         raise MergeInputError(f"{model}: no Linear layers inside '.layers.N.' blocks found")
-    n_tokens = 0
+    n_tokens = n_positions = 0
     with torch.no_grad():
         for i in tqdm(range(0, len(texts), batch_size), desc="grams", unit="batch"):
             enc = tokenizer(
                 texts[i : i + batch_size],
                 return_tensors="pt",
-                padding=True,
+                padding="max_length" if pad_to is not None else True,
                 truncation=True,
-                max_length=max_tokens,
+                max_length=length,
                 add_special_tokens=False,
             )
             enc = {k: v.to(dev) for k, v in enc.items()}
             mask_holder["mask"] = enc["attention_mask"].bool()
             n_tokens += int(enc["attention_mask"].sum())
+            n_positions += int(enc["attention_mask"].sum()) if masked else enc["input_ids"].numel()
             net(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     for h in hooks:
         h.remove()
@@ -172,21 +253,41 @@ def collect_grams(
         layer = re.search(r"\.layers\.(\d+)\.", key + ".")
         fname = f"layer-{int(layer.group(1)):03d}.safetensors" if layer else "other.safetensors"
         per_file[fname][key] = (g / counts[key]).float().cpu().contiguous()
+    prompts_record = {"path": str(Path(prompts).resolve()), "sha256": prompts_sha}
+    template_from = str(template_src.resolve()) if template else None
+    recipe = {
+        "model": model_identity(model),
+        "template_from": template_from,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        "generation_prompt": bool(generation_prompt) if template else None,
+        "padding": padding,
+        "pad_to": pad_to,
+        "max_tokens": length,
+        "max_prompts": max_prompts,
+        "batch_size": batch_size,
+        "padding_side": tokenizer.padding_side,
+        "pad_token_id": tokenizer.pad_token_id,
+        "add_special_tokens": False,
+        "prompts": prompts_record,
+        "selection": selection,
+        **({"selection_note": selection_note} if selection_note else {}),
+    }
     meta = {
         "model": model_identity(model),
-        "prompts": {
-            "path": str(Path(prompts).resolve()),
-            "sha256": hashlib.sha256(Path(prompts).read_bytes()).hexdigest(),
-        },
-        "chat_template_from": str(template_src.resolve()) if template else None,
+        "prompts": prompts_record,
+        "chat_template_from": template_from,
         "n_sequences": len(texts),
         "n_tokens": n_tokens,
-        "max_tokens": max_tokens,
+        "n_positions": n_positions,
+        "max_tokens": length,
         "n_grams": len(sums),
-        "padding_masked": True,
-        "normalisation": "per-token mean of x xᵀ",
+        "padding_masked": masked,
+        "normalisation": "per-token mean of x xᵀ"
+        if masked
+        else "per-position mean of x xᵀ, padding positions included",
         "model_dtype": dtype,
         "device": str(dev),
+        "recipe": recipe,
         "versions": versions(),
     }
     with atomic_dir(output) as tmp:

@@ -18,24 +18,20 @@ class ActMatParams(Params):
     )
 
 
-def delta_times_cov(d: torch.Tensor) -> torch.Tensor:
-    """Δ C with C = ΔᵀΔ, computed as (ΔΔᵀ)Δ when m < n (fewer FLOPs)."""
-    m, n = d.shape
-    return (d @ d.T) @ d if m < n else d @ (d.T @ d)
-
-
 @register("actmat", ActMatParams)
 def actmat(task: TensorTask, p: ActMatParams):
     """ACTMat: Δ* = (Σ_t Δ_t C_t)(Σ_t C_t)⁺ with C_t = Δ_tᵀ Δ_t (arXiv 2604.01329, task-vector form).
 
     fp64_eigh: products and the PSD solve in fp64 (merges.linalg.psd_pinv_right), each C_t formed
-    once (m ≥ n) and reused for Δ_t C_t; fp32_pinv: the authors' fp32 torch.linalg.pinv.
+    once (m ≥ n) and reused for Δ_t C_t. fp32_pinv: the authors' `merge_actmat` (marawangamal/actmat
+    src/merging.py): fp32 task vectors, C = Δᵀ Δ batched, (Δ @ C).sum(0) @ torch.linalg.pinv(ΣC)
+    with default tolerances (rtol = n·ε_fp32 on the eigenvalues of Σ_t C_t, i.e. singular values of
+    the stacked [Δ_1; …; Δ_T] below ≈ √(n·ε_fp32)·σ_max are cut); factor_dtype does not apply to it.
     """
-    if p.solver == "fp32_pinv":
+    if p.solver == "fp32_pinv":  # the authors' merge_actmat, operation for operation
         d = task.deltas.float()
-        num = sum(delta_times_cov(x) for x in d)
-        den = sum(x.T @ x for x in d)
-        return num @ torch.linalg.pinv(den)
+        c = d.transpose(1, 2) @ d
+        return (d @ c).sum(dim=0) @ torch.linalg.pinv(c.sum(dim=0))
     m, n = task.deltas.shape[1:]
     num, den = None, None
     for x in task.deltas:
