@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from mergeeval.cli import positive_int
+from mergeeval.cli import key_values, positive_int
 from merges.device import DEVICES
 from merges.errors import MergeInputError
 from merges.grams import PADDING_MODES
@@ -20,16 +20,6 @@ from merges.spec import (
     MergeSpec,
     load_spec_file,
 )
-
-
-def _parse_kv(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MergeInputError(f"--param expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def cmd_list(args) -> int:
@@ -59,6 +49,7 @@ RUN_DEFAULTS = {
     "generation_config_from": "base",
     "force": False,
     "allow_duplicate_experts": False,
+    "recipe": None,
 }
 
 
@@ -87,7 +78,7 @@ def run_spec(args) -> MergeSpec:
         base=Path(a["base"]),
         experts=[Path(e) for e in a["expert"]],
         output=Path(a["output"]),
-        params=_parse_kv(a["param"]),
+        params=key_values(a["param"], "--param"),
         stats=[Path(s) for s in a["stats"]],
         device=a["device"],
         dtype=a["dtype"],
@@ -97,6 +88,7 @@ def run_spec(args) -> MergeSpec:
         generation_config_from=a["generation_config_from"],
         force=a["force"],
         allow_duplicate_experts=a["allow_duplicate_experts"],
+        recipe=a["recipe"],
     )
 
 
@@ -256,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(FACTOR_DTYPES),
         help="dtype of SVD/eigh/solves (default float64); the authors' fp32 pinv is a method "
         "parameter (solver=fp32_pinv), not this",
+    )
+    r.add_argument(
+        "--recipe",
+        help="recorded in merge.json: 'authors' when this is a paper's recipe, else the deviation",
     )
     r.add_argument(
         "--generation-config-from",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from mergeeval.records import STATS_JSON
 from merges.errors import MergeInputError
 from merges.io import TensorStore
 
@@ -25,7 +26,6 @@ INPUT_GROUPS = {
     "down_proj": "down_in",
 }
 _LAYER = re.compile(r"^(.*?\.layers\.\d+)\.")
-STATS_JSON = "stats.json"
 # `merges stats --padding`: masked leaves padding positions out of the Grams; kept counts them as
 # tokens (the ACTMat authors' covariance script pads to 256 and does not mask).
 PADDING_MODES = ("masked", "kept")

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from mergeeval.outputs import atomic_dir, write_text_atomic
+from mergeeval.records import SOURCE_JSON
 from merges.errors import MergeInputError
-from merges.provenance import SOURCE_JSON
 
 MODEL_FILES = ["*.safetensors", "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"]
 

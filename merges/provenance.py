@@ -2,53 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
-import merges
+from mergeeval.records import MERGE_JSON, SOURCE_JSON, file_identity, model_identity, versions
 from merges.deps import code_record
 from merges.policy import describe
 
-MERGE_JSON = "merge.json"
-SOURCE_JSON = "source.json"  # {"repo_id", "revision"} written next to downloaded models
-
-
-def model_identity(folder: Path) -> dict:
-    """Path plus any known origin (source.json from the download step, else config's name)."""
-    folder = Path(folder)
-    ident: dict = {"path": str(folder.resolve())}
-    src = folder / SOURCE_JSON
-    if src.exists():
-        ident.update(json.loads(src.read_text()))
-    else:
-        cfg = folder / "config.json"
-        if cfg.exists():
-            name = json.loads(cfg.read_text()).get("_name_or_path")
-            if name:
-                ident["name_or_path"] = name
-    return ident
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "merges": merges.__version__}
-    for pkg in ("torch", "safetensors", "transformers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def file_identity(path: Path) -> dict:
-    """A file's absolute path and sha256."""
-    path = Path(path)
-    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+__all__ = ["MERGE_JSON", "SOURCE_JSON", "merge_record", "model_identity", "versions"]
 
 
 def merge_record(
@@ -81,6 +44,7 @@ def merge_record(
         else [],
         "tokenizer_from": model_identity(tok_src),
         "config_from": str(Path(spec.base).resolve()),
+        "recipe": spec.recipe,
         "generation_config": {
             "from": spec.generation_config_from,
             "file": file_identity(generation_config) if generation_config else None,
@@ -99,7 +63,7 @@ def merge_record(
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "tf32": False,
-        "versions": versions(),
+        "versions": versions("torch", "safetensors", "transformers"),
         "timings": {"total_s": round(total_s, 3), "per_tensor_s": timings},
         "summary": {
             "tensors": len(diagnostics),

@@ -41,6 +41,7 @@ class MergeSpec:
     force: bool = False
     allow_duplicate_experts: bool = False
     max_shard_bytes: int = 5 * 1024**3
+    recipe: str | None = None  # how this merge relates to a published recipe (recorded as given)
     spec_file: Path | None = None  # the --spec file this came from (recorded), if any
 
 
@@ -71,6 +72,7 @@ class SpecFile(pydantic.BaseModel):
     generation_config_from: _literal(GENERATION_CONFIG_SOURCES) = "base"
     force: bool = False
     allow_duplicate_experts: bool = False
+    recipe: Text | None = None
 
 
 SPEC_FIELDS = tuple(SpecFile.model_fields)
@@ -152,5 +154,6 @@ def load_spec_file(path: Path) -> MergeSpec:
         generation_config_from=s.generation_config_from,
         force=s.force,
         allow_duplicate_experts=s.allow_duplicate_experts,
+        recipe=s.recipe,
         spec_file=path,
     )

@@ -29,12 +29,13 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from mergeeval.chat import render_chat
 from mergeeval.outputs import atomic_dir, guard_output
+from mergeeval.records import model_identity, versions
 from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.grams import PADDING_MODES, STATS_JSON, gram_key
 from merges.hub import prompts_sidecar
-from merges.provenance import model_identity, versions
 
 log = logging.getLogger("merges")
 DEFAULT_MAX_TOKENS = 512
@@ -93,21 +94,15 @@ def render(
 ) -> list[str]:
     """Each row as text: its messages (or its prompt as one user message) through `template`
     with `add_generation_prompt=generation_prompt`; without a template, the contents joined."""
-    out = []
-    for row in rows:
-        messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
-        if template:
-            out.append(
-                tokenizer.apply_chat_template(
-                    messages,
-                    chat_template=template,
-                    tokenize=False,
-                    add_generation_prompt=generation_prompt,
-                )
-            )
-        else:
-            out.append("\n\n".join(m["content"] for m in messages))
-    return out
+    return [
+        render_chat(
+            tokenizer,
+            row.get("messages") or [{"role": "user", "content": row["prompt"]}],
+            template or None,
+            generation_prompt,
+        )
+        for row in rows
+    ]
 
 
 def prompts_selection(prompts: Path, sha256: str) -> tuple[dict | None, str | None]:
@@ -288,7 +283,7 @@ def collect_grams(
         "model_dtype": dtype,
         "device": str(dev),
         "recipe": recipe,
-        "versions": versions(),
+        "versions": versions("torch", "transformers"),
     }
     with atomic_dir(output) as tmp:
         for fname, tensors in per_file.items():

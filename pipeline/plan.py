@@ -127,6 +127,7 @@ class Plan:
             "factor_dtype": self.merge_setting(merge_id, "factor_dtype"),
             "device": self.config["merge_defaults"]["device"],
             "force": True,
+            **({"recipe": m["recipe"]} if "recipe" in m else {}),
         }
 
     # -- statistics --------------------------------------------------------------------------
