@@ -19,6 +19,7 @@ from merges.spec import (
     OUTPUT_DTYPES,
     MergeSpec,
     load_spec_file,
+    spec_from_fields,
 )
 
 
@@ -73,23 +74,9 @@ def run_spec(args) -> MergeSpec:
             f"run needs {', '.join(missing)} (or --spec FILE with the merge's fields)"
         )
     a = {d: RUN_DEFAULTS[d] if getattr(args, d) is None else getattr(args, d) for d in RUN_DEFAULTS}
-    return MergeSpec(
-        method=a["method"],
-        base=Path(a["base"]),
-        experts=[Path(e) for e in a["expert"]],
-        output=Path(a["output"]),
-        params=key_values(a["param"], "--param"),
-        stats=[Path(s) for s in a["stats"]],
-        device=a["device"],
-        dtype=a["dtype"],
-        tokenizer_from=Path(a["tokenizer_from"]) if a["tokenizer_from"] else None,
-        rest_policy=a["rest_policy"],
-        factor_dtype=a["factor_dtype"],
-        generation_config_from=a["generation_config_from"],
-        force=a["force"],
-        allow_duplicate_experts=a["allow_duplicate_experts"],
-        recipe=a["recipe"],
-    )
+    fields = {"experts" if d == "expert" else "params" if d == "param" else d: a[d] for d in a}
+    fields["params"] = key_values(a["param"], "--param")
+    return spec_from_fields(fields)
 
 
 def cmd_run(args) -> int:

@@ -139,21 +139,15 @@ def load_spec_file(path: Path) -> MergeSpec:
         loc, msg = next(iter(problems.items()))
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise MergeInputError(f"spec file {path}: field {'.'.join(loc)!r}{msg}{more}") from None
-    return MergeSpec(
-        method=s.method,
-        base=Path(s.base),
-        experts=[Path(e) for e in s.experts],
-        output=Path(s.output),
-        params=dict(s.params),
-        stats=[Path(x) for x in s.stats],
-        device=s.device,
-        dtype=s.dtype,
-        tokenizer_from=Path(s.tokenizer_from) if s.tokenizer_from else None,
-        rest_policy=s.rest_policy,
-        factor_dtype=s.factor_dtype,
-        generation_config_from=s.generation_config_from,
-        force=s.force,
-        allow_duplicate_experts=s.allow_duplicate_experts,
-        recipe=s.recipe,
-        spec_file=path,
-    )
+    return spec_from_fields(s.model_dump(), spec_file=path)
+
+
+def spec_from_fields(f: dict, spec_file: Path | None = None) -> MergeSpec:
+    """A MergeSpec from the spec file's fields (paths given as strings)."""
+    f = dict(f)
+    for key in ("base", "output", "tokenizer_from"):
+        if f.get(key):
+            f[key] = Path(f[key])
+    f["experts"] = [Path(e) for e in f["experts"]]
+    f["stats"] = [Path(x) for x in f.get("stats", [])]
+    return MergeSpec(**f, spec_file=spec_file)
