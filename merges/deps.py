@@ -1,7 +1,7 @@
 """The project files a merge's result depends on, found from the imports in the source.
 
-A method's result depends on the engine's import closure within the `merges` package (reading,
-tensor policy, writing, provenance; other methods excluded) and on the method module's own closure
+A method's result depends on the engine's import closure within the project's `merges` and
+`mergeeval` packages (reading, tensor policy, writing, provenance; other methods excluded) and on the method module's own closure
 (e.g. `dare` → `ties`, `tsv` → `linalg`). The DAG takes these files as inputs of the merge job,
 so editing any of them reruns exactly the merges that use it, and `merge.json` records their sha256.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = "merges.engine"
+PACKAGES = ("merges", "mergeeval")
 METHODS = "merges.methods"
 
 
@@ -27,7 +28,7 @@ def module_file(name: str) -> Path | None:
 
 @cache
 def imports_of(name: str) -> frozenset[str]:
-    """Modules of the `merges` package that module `name` imports (anywhere in its source)."""
+    """Modules of the project's PACKAGES that module `name` imports (anywhere in its source)."""
     path = module_file(name)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -40,7 +41,7 @@ def imports_of(name: str) -> frozenset[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             found |= {base, *(f"{base}.{a.name}" for a in node.names)}
-    return frozenset(m for m in found if m.split(".")[0] == "merges" and module_file(m))
+    return frozenset(m for m in found if m.split(".")[0] in PACKAGES and module_file(m))
 
 
 def closure(start: str, skip=lambda m: False) -> set[str]:

@@ -22,6 +22,10 @@ ENGINE = {
     "merges/stream.py",
     "merges/unit_merge.py",
     "merges/deps.py",
+    # the shared core the engine uses: errors, guarded atomic outputs, provenance records
+    "mergeeval/errors.py",
+    "mergeeval/outputs.py",
+    "mergeeval/records.py",
 }
 
 
