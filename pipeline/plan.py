@@ -126,6 +126,7 @@ class Plan:
             "rest_policy": self.merge_setting(merge_id, "rest_policy"),
             "factor_dtype": self.merge_setting(merge_id, "factor_dtype"),
             "device": self.config["merge_defaults"]["device"],
+            "generation_config_from": self.config["merge_defaults"]["generation_config_from"],
             "force": True,
             **({"recipe": m["recipe"]} if "recipe" in m else {}),
         }

@@ -7,7 +7,7 @@ import yaml
 from merges.cli import build_parser
 from merges.device import DEVICES
 from merges.policy import REST_POLICIES
-from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
+from merges.spec import FACTOR_DTYPES, GENERATION_CONFIG_SOURCES, OUTPUT_DTYPES
 
 SCHEMA = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
@@ -23,6 +23,7 @@ def test_schema_enums_are_the_engines_choices():
         assert where["factor_dtype"]["enum"] == list(FACTOR_DTYPES)
         assert where["rest_policy"]["enum"] == list(REST_POLICIES)
     assert defaults["device"]["enum"] == list(DEVICES) == stats["device"]["enum"]
+    assert defaults["generation_config_from"]["enum"] == list(GENERATION_CONFIG_SOURCES)
 
 
 def test_command_line_choices_are_the_engines_choices():
@@ -32,3 +33,4 @@ def test_command_line_choices_are_the_engines_choices():
     assert list(choices["factor_dtype"]) == list(FACTOR_DTYPES)
     assert list(choices["rest_policy"]) == list(REST_POLICIES)
     assert list(choices["device"]) == list(DEVICES)
+    assert list(choices["generation_config_from"]) == list(GENERATION_CONFIG_SOURCES)
