@@ -71,7 +71,10 @@ def _earlier_meta(path: Path) -> dict:
 
 
 def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
-    """{generation name: benchmark definition (suite overrides applied)}."""
+    """{generation name: benchmark definition (suite overrides applied)}, in name order: one
+    engine runs them one after another, and that order (which shapes the engine's batches and
+    prefix cache, and so can flip a near-tie greedy token) does not depend on the suite's column
+    order or the order of --benchmark."""
     suite = get_suite(suite_name)
     names = benchmarks or list(suite.benchmarks)
     groups = {}
@@ -80,7 +83,7 @@ def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
         gen = bench.generation_name
         if gen not in groups:
             groups[gen] = suite.benchmark(gen) if gen in suite.benchmarks else bench
-    return groups
+    return dict(sorted(groups.items()))
 
 
 def generate(
