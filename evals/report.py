@@ -76,7 +76,10 @@ def compare(table: Table, base: Table, band: Band) -> list[dict]:
                 {"row": row, "column": None, "change": "new row" if row in table else "missing row"}
             )
             continue
+        same_columns = set(table[row]) == set(base[row])
         for c in dict.fromkeys([*columns_of({row: table[row]}), *columns_of({row: base[row]})]):
+            if c == "average" and not same_columns:
+                continue  # an average over other columns is not comparable
             if c in base[row] and c in table[row]:
                 d = round(table[row][c] - base[row][c], 1)
                 if abs(d) > band_of(band, row, c):
@@ -171,7 +174,10 @@ def _rows_md(
             ref = relative_to(row) if relative_to else None
             if ref in table and c in table[ref]:
                 cell += f" ({vals[c] - table[ref][c]:+.1f})"
-            if baseline and row in baseline and c in baseline[row]:
+            comparable = c != "average" or set(vals) == set(
+                baseline.get(row, {}) if baseline else {}
+            )
+            if baseline and row in baseline and c in baseline[row] and comparable:
                 d = round(vals[c] - baseline[row][c], 1)
                 if abs(d) > band_of(band, row, c):
                     cell += f" **moved {d:+.1f}**"

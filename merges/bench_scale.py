@@ -192,6 +192,16 @@ def _row(name: str, tool: str, m: Measured, out_size: int | None = None) -> dict
     }
 
 
+def _block_seconds(out: Path, layers: int) -> dict:
+    """Seconds per transformer block, from the merge's own per-tensor timings (merge.json)."""
+    rec = out / "merge.json"
+    if not rec.exists():
+        return {}
+    per = json.loads(rec.read_text())["timings"]["per_tensor_s"]
+    block = sum(v for k, v in per.items() if ".layers." in k)
+    return {"per_block_s": round(block / layers, 1)}
+
+
 def _mergekit_config(method: str, folders: list[Path], path: Path) -> None:
     mk_method, per_model, params = MERGEKIT[method]
     cfg = {
@@ -258,7 +268,8 @@ def bench(
         if get_method(method).needs_stats:
             cmd += ["--stats", str(make_stats(workdir, layers))] * 3
         m = run_measured(cmd, env=env)
-        rows.append(_row(method, "mergeeval", m, _size(out) if out.exists() else None))
+        row = _row(method, "mergeeval", m, _size(out) if out.exists() else None)
+        rows.append(row | _block_seconds(out, layers))
     # mergekit last: an out-of-memory kill empties the page cache the other rows rely on
     for method in [m for m in methods if m in MERGEKIT] if mk else []:
         shutil.rmtree(out, ignore_errors=True)
@@ -312,7 +323,16 @@ def table(record: dict) -> str:
         f"({i['shards']} shards); {mach['device']}, {mach['threads']} threads, {mach['cpus']} CPUs, "
         f"{mach['memory_gb']} GB RAM"
     )
-    cols = ["row", "wall s", "x floor", "x mergekit", "peak anon GB", "read GB", "written GB"]
+    cols = [
+        "row",
+        "wall s",
+        "x floor",
+        "x mergekit",
+        "s per block",
+        "peak anon GB",
+        "read GB",
+        "written GB",
+    ]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in record["rows"]:
         name = r["name"] if r["name"] == "I/O floor" else f"{r['name']} ({r['tool']})"
@@ -329,6 +349,7 @@ def table(record: dict) -> str:
             f"{r['wall_s']:.1f}",
             f"{r['x_floor']:.2f}",
             "—" if r["x_mergekit"] is None else f"{r['x_mergekit']:.2f}",
+            f"{r['per_block_s']:.1f}" if "per_block_s" in r else "—",
             f"{r['peak_anon_gb']:.2f}",
             f"{r['read_gb']:.2f}",
             f"{r['written_gb']:.2f}",

@@ -198,3 +198,12 @@ def test_a_new_benchmark_is_one_yaml_and_a_suite_line(tmp_path, monkeypatch):
         "model,humaneval,humanevalplus,aime24,aime25,ifeval,aime_easy,average"
     )
     assert "| ifeval | aime_easy | average |" in (tmp_path / "table1.md").read_text()
+    # against a baseline without the column: the new cells are named, the averages not compared
+    from evals.report import compare
+
+    old = {r: {c: v for c, v in vals.items() if c != "aime_easy"} for r, vals in table.items()}
+    for vals in old.values():
+        vals["average"] = 25.0
+    changes = compare(table, old, 0.5)
+    assert {m["change"] for m in changes} == {"new cell aime_easy"}
+    assert len(changes) == len(table)
