@@ -4,28 +4,16 @@ folder's generation_config.json comes from the base, the tokenizer source or now
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from merges.cli import main as merges_main
 from merges.errors import MergeInputError
 from merges.spec import load_spec_file
+from tests.test_hardening import run_cli  # noqa: E402
 
 GEN = "generation_config.json"
-
-
-def run_cli(argv, capsys):
-    old = signal.getsignal(signal.SIGTERM)
-    try:
-        code = merges_main([str(a) for a in argv])
-    except SystemExit as e:  # argparse
-        code = e.code
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture
