@@ -223,7 +223,7 @@ def mergekit_cli() -> str | None:
 
 def _env(threads: int) -> dict:
     env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[k] = str(threads)
     return env
 

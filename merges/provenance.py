@@ -63,7 +63,7 @@ def merge_record(
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "tf32": False,
-        "versions": versions("torch", "safetensors", "transformers"),
+        "versions": versions("torch", "scipy", "safetensors", "transformers"),
         "timings": {"total_s": round(total_s, 3), "per_tensor_s": timings},
         "summary": {
             "tensors": len(diagnostics),

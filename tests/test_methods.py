@@ -301,6 +301,38 @@ def test_ill_conditioned_input_falls_back_to_the_svd(shape):
     assert rel_err(((tu * ts) @ tv.T).numpy(), (u[:, :10] * s[:10]) @ vt[:10]) <= 1e-12
 
 
+@pytest.mark.parametrize("shape", [(70, 48), (48, 70)])
+def test_partial_eigh_top_triplets_match_plain_fp64_svd(shape):
+    """k ≤ r/6 asks the eigensolver for the top k pairs only; same triplets as numpy's SVD."""
+    from merges.linalg import PARTIAL_EIGH_MAX_FRACTION, top_svd
+
+    x = np.random.default_rng(26).standard_normal(shape)
+    k = int(PARTIAL_EIGH_MAX_FRACTION * min(shape))
+    assert k >= 2
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    tu, ts, tv = top_svd(torch.as_tensor(x), k)
+    assert tu.shape == (shape[0], k) and tv.shape == (shape[1], k)
+    assert rel_err(ts.numpy(), s[:k]) <= 1e-12
+    assert rel_err(((tu * ts) @ tv.T).numpy(), (u[:, :k] * s[:k]) @ vt[:k]) <= 1e-10
+    # a rank cut inside the subset: 2 strong directions plus noise, eps = 1e-4
+    y = _low_rank_plus_noise(27, *shape, rank=2, noise=1e-9)
+    cu, cs, cv = top_svd(torch.as_tensor(y), k, rank_eps=1e-4)
+    assert cs.numel() == 2
+
+
+@pytest.mark.parametrize("kappa, expected", [(1e2, True), (1e4, True), (1e5, False), (1e8, False)])
+def test_condition_pre_test_against_known_spectra(kappa, expected):
+    """The Cholesky pre-test says σ_min > gram_rtol·σ_1 (≈ κ < 2.1e4 in fp64) for known spectra."""
+    from merges.linalg import _condition_below, gram_rtol
+
+    rng = np.random.default_rng(28)
+    q1, _ = np.linalg.qr(rng.standard_normal((60, 40)))
+    q2, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    x = (q1 * np.geomspace(1.0, 1.0 / kappa, 40)) @ q2.T
+    g = torch.as_tensor(x.T @ x)
+    assert _condition_below(g, gram_rtol(torch.float64)) is expected
+
+
 @pytest.mark.parametrize("rank", [6, 24])
 def test_psd_pinv_right_matches_eigh_pinv(rank):
     """Full rank (Cholesky path) and rank-deficient (eigh cut) against numpy's pinv."""
