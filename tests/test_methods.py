@@ -320,6 +320,21 @@ def test_partial_eigh_top_triplets_match_plain_fp64_svd(shape):
     assert cs.numel() == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grams_by_syrk_match_numpy(dtype):
+    """xtx/xxt (BLAS syrk on CPU fp64, both triangles mirrored; torch elsewhere) against numpy."""
+    from merges.linalg import xtx, xxt
+
+    x = np.random.default_rng(29).standard_normal((9, 5))
+    t = torch.as_tensor(x, dtype=dtype)
+    tol = 1e-13 if dtype == torch.float64 else 1e-6
+    assert rel_err(xtx(t).double().numpy(), x.T @ x) <= tol
+    assert rel_err(xxt(t).double().numpy(), x @ x.T) <= tol
+    assert rel_err(xtx(t.T).double().numpy(), x @ x.T) <= tol  # a transposed view: torch's matmul
+    if dtype == torch.float64:  # mirrored, so exactly symmetric
+        assert torch.equal(xtx(t), xtx(t).T) and torch.equal(xxt(t), xxt(t).T)
+
+
 @pytest.mark.parametrize("kappa, expected", [(1e2, True), (1e4, True), (1e5, False), (1e8, False)])
 def test_condition_pre_test_against_known_spectra(kappa, expected):
     """The Cholesky pre-test says σ_min > gram_rtol·σ_1 (≈ κ < 2.1e4 in fp64) for known spectra."""

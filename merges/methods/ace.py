@@ -4,7 +4,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from merges.linalg import top_svd
+from merges.linalg import top_svd, xtx, xxt
 from merges.registry import Params, TensorTask, register
 
 
@@ -52,7 +52,7 @@ def ace(task: TensorTask, p: AceParams):
     for x in xs:
         mu = x.mean(dim=0, keepdim=True)
         x.sub_(mu)  # rows as samples: subtract the mean row
-        raw = x.T @ x
+        raw = xtx(x)
         tr = torch.trace(raw)
         c = tr + 1e-12
         traces.append(float(tr))
@@ -63,7 +63,7 @@ def ace(task: TensorTask, p: AceParams):
         if m >= n:
             xs_t = x @ sig
         else:  # X Σ̂ as (X Xᵀ) X: fewer FLOPs when m < n
-            xs_t = (x @ x.T) @ x
+            xs_t = xxt(x) @ x
             if flag:
                 xs_t.div_(c)
         xsig = xs_t if xsig is None else xsig.add_(xs_t)

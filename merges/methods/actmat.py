@@ -3,7 +3,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from merges.linalg import psd_pinv_right
+from merges.linalg import psd_pinv_right, xtx, xxt
 from merges.registry import Params, TensorTask, register
 
 
@@ -36,8 +36,8 @@ def actmat(task: TensorTask, p: ActMatParams):
     num, den = None, None
     for x in task.deltas:
         x = x.to(torch.float64)
-        c = x.T @ x
-        term = x @ c if m >= n else (x @ x.T) @ x
+        c = xtx(x)
+        term = x @ c if m >= n else xxt(x) @ x
         num = term if num is None else num.add_(term)
         den = c if den is None else den.add_(c)
         del c, term
