@@ -13,8 +13,10 @@ def gram_rtol(dtype: torch.dtype) -> float:
     return (1e7 * torch.finfo(dtype).eps) ** 0.5
 
 
-def _sym_eigh(g: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (ascending) and eigenvectors of symmetric g, which it may overwrite.
+def _sym_eigh(
+    g: torch.Tensor, top: int | None = None, overwrite: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of symmetric g (overwritten if `overwrite`).
 
     `top`: only the k largest pairs. On CPU in float64 through scipy's LAPACK (dsyevd, or dsyevr
     for a subset: ≈ 1.2× torch's dsyevd on 2 cores, and 2.5× for the top 1/15); elsewhere torch.
@@ -25,10 +27,10 @@ def _sym_eigh(g: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, to
 
         subset = None if top is None or top >= n else [n - top, n - 1]
         lam, q = scipy.linalg.eigh(
-            g.numpy(),
+            g.numpy().T,  # Fortran order, as LAPACK wants (g is symmetric): no copy
             driver="evd" if subset is None else "evr",
             subset_by_index=subset,
-            overwrite_a=True,
+            overwrite_a=overwrite,
             check_finite=False,
         )
         return torch.from_numpy(lam), torch.from_numpy(q)
@@ -65,7 +67,13 @@ def _syrk(x: torch.Tensor, trans: int) -> torch.Tensor | None:
     from scipy.linalg.blas import dsyrk
 
     c = torch.from_numpy(dsyrk(1.0, x.numpy().T, trans=trans))  # upper triangle, zeros below
-    return c.add_(c.triu(1).T)
+    n, b = c.shape[0], 1024
+    for i in range(0, n, b):  # mirror in blocks: no n×n temporary (11008² fp64 is 0.97 GB)
+        j = min(i + b, n)
+        c[i:j, :i] = c[:i, i:j].T
+        diag = c[i:j, i:j]
+        diag.copy_(diag.triu() + diag.triu(1).T)
+    return c
 
 
 def xtx(x: torch.Tensor) -> torch.Tensor:
@@ -88,8 +96,8 @@ def _gram(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def _gram_eigh(g: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """σ (descending) and the singular vectors of the smaller side from eigh of its Gram g."""
-    lam, q = _sym_eigh(g, top)
+    """σ (descending) and the singular vectors of the smaller side from eigh of its Gram g (overwritten)."""
+    lam, q = _sym_eigh(g, top, overwrite=True)
     return lam.flip(0).clamp_min(0).sqrt(), q.flip(1)
 
 
@@ -174,7 +182,7 @@ def psd_pinv_right(
 ) -> tuple[torch.Tensor, int]:
     """B·A⁺ for symmetric PSD A: eigenvalues ≤ rtol·λ_max are treated as zero. Computed in A's dtype.
 
-    Returns the product and the rank kept; A may be overwritten. When A − rtol·‖A‖_F·I has a Cholesky factor, no
+    Returns the product and the rank kept. When A − rtol·‖A‖_F·I has a Cholesky factor, no
     eigenvalue is cut (‖A‖_F ≥ λ_max), so A⁺ = A⁻¹ and the product is a Cholesky solve; else
     B Q diag(1/λ) Qᵀ over the kept eigenpairs of eigh(A).
     """
@@ -188,7 +196,7 @@ def psd_pinv_right(
         chol, info = torch.linalg.cholesky_ex(a)
         if int(info) == 0:
             return _chol_solve_right(b, chol), n
-    lam, q = _sym_eigh(a)  # a is not used after this
+    lam, q = _sym_eigh(a)
     keep = lam > rtol * lam.max().clamp_min(0)
     inv = torch.where(
         keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), torch.zeros_like(lam)
