@@ -1,4 +1,4 @@
-"""Shared numerics: thin SVDs and polar factors via Gram eigh, PSD pseudo-inverse solves, numerical rank."""
+"""Shared numerics: Grams by BLAS syrk, thin SVDs and polar factors via Gram eigh (SVD fallback), PSD pseudo-inverse solves, numerical rank."""
 
 from __future__ import annotations
 
