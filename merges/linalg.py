@@ -38,6 +38,13 @@ def _sym_eigh(
     return (lam, q) if top is None else (lam[-top:], q[:, -top:])
 
 
+def _positive_definite_after_shift(a: torch.Tensor, shift) -> bool:
+    """Whether A − shift·I has a Cholesky factor (every eigenvalue of symmetric A above shift)."""
+    shifted = a.clone()
+    shifted.diagonal().sub_(shift)
+    return int(torch.linalg.cholesky_ex(shifted)[1]) == 0
+
+
 def _condition_below(g: torch.Tensor, rtol: float) -> bool:
     """Cheap pre-test that λ_min(G) > rtol²·λ_max(G) for a PSD Gram G (so that σ_min > rtol·σ_1).
 
@@ -54,9 +61,7 @@ def _condition_below(g: torch.Tensor, rtol: float) -> bool:
         if lam == 0:
             return False
         v = w / lam
-    shifted = g.clone()
-    shifted.diagonal().sub_(rtol**2 * lam)
-    return int(torch.linalg.cholesky_ex(shifted)[1]) == 0
+    return _positive_definite_after_shift(g, rtol**2 * lam)
 
 
 def _syrk(x: torch.Tensor, trans: int) -> torch.Tensor | None:
@@ -188,11 +193,7 @@ def psd_pinv_right(
     """
     b = b.to(a.dtype)
     n = a.shape[0]
-    shifted = a.clone()
-    shifted.diagonal().sub_(rtol * torch.linalg.matrix_norm(a))
-    _, info = torch.linalg.cholesky_ex(shifted)
-    del shifted
-    if int(info) == 0:
+    if _positive_definite_after_shift(a, rtol * torch.linalg.matrix_norm(a)):
         chol, info = torch.linalg.cholesky_ex(a)
         if int(info) == 0:
             return _chol_solve_right(b, chol), n
