@@ -13,7 +13,7 @@ from merges.grams import GramStore
 from merges.io import Checkpoint
 from merges.policy import REST_POLICIES, tensor_role
 from merges.registry import get_method
-from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES, MergeSpec
+from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES, MergeSpec, expert_names
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -54,7 +54,8 @@ def check_compatible(
 def check_inputs(spec: MergeSpec):
     """Validate everything before any output exists; return (method, params, base, experts, grams, tok_src)."""
     method = get_method(spec.method)
-    params = method.parse_params(spec.params)
+    params = method.parse_params(spec.params, expert_names(spec))
+    method.check_expert_count(len(spec.experts))
     for key, value, valid in (
         ("dtype", spec.dtype, OUTPUT_DTYPES),
         ("factor dtype", spec.factor_dtype, FACTOR_DTYPES),

@@ -51,6 +51,7 @@ RUN_DEFAULTS = {
     "force": False,
     "allow_duplicate_experts": False,
     "recipe": None,
+    "expert_name": None,
 }
 
 
@@ -74,9 +75,32 @@ def run_spec(args) -> MergeSpec:
             f"run needs {', '.join(missing)} (or --spec FILE with the merge's fields)"
         )
     a = {d: RUN_DEFAULTS[d] if getattr(args, d) is None else getattr(args, d) for d in RUN_DEFAULTS}
-    fields = {"experts" if d == "expert" else "params" if d == "param" else d: a[d] for d in a}
-    fields["params"] = key_values(a["param"], "--param")
+    rename = {"expert": "experts", "param": "params", "expert_name": "expert_names"}
+    fields = {rename.get(d, d): a[d] for d in a}
+    names = a["expert_name"] or [Path(e).name for e in a["expert"]]
+    fields["params"] = expert_params(key_values(a["param"], "--param"), names)
     return spec_from_fields(fields)
+
+
+def expert_params(flat: dict[str, str], experts: list[str]) -> dict:
+    """`--param KEY=V` for every expert, `--param EXPERT:KEY=V` for one: per-expert keys become a
+    mapping by expert name (a plain KEY=V fills the experts not named)."""
+    out: dict = {k: v for k, v in flat.items() if ":" not in k}
+    for k, v in flat.items():
+        if ":" not in k:
+            continue
+        expert, _, key = k.rpartition(":")
+        if expert not in experts:
+            raise MergeInputError(
+                f"--param {k}={v}: {expert!r} is not an expert's name ({', '.join(experts)}); "
+                "--expert-name NAME (once per --expert) sets the names"
+            )
+        per = out.get(key)
+        if not isinstance(per, dict):
+            per = {e: per for e in experts} if per is not None else {}
+            out[key] = per
+        per[expert] = v
+    return out
 
 
 def cmd_run(args) -> int:
@@ -216,7 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--output", help="output folder (must not exist unless --force); required without --spec"
     )
-    r.add_argument("--param", action="append", metavar="KEY=VALUE")
+    r.add_argument(
+        "--param",
+        action="append",
+        metavar="[EXPERT:]KEY=VALUE",
+        help="a method parameter; EXPERT:KEY=VALUE sets a per-expert one for one expert",
+    )
+    r.add_argument(
+        "--expert-name",
+        action="append",
+        metavar="NAME",
+        help="the experts' names for EXPERT:KEY parameters, once per --expert (default: folder names)",
+    )
     r.add_argument(
         "--stats",
         action="append",

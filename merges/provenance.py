@@ -10,6 +10,7 @@ import torch
 from mergeeval.records import MERGE_JSON, SOURCE_JSON, file_identity, model_identity, versions
 from merges.deps import code_record
 from merges.policy import describe
+from merges.spec import expert_names
 
 __all__ = ["MERGE_JSON", "SOURCE_JSON", "merge_record", "model_identity", "versions"]
 
@@ -36,6 +37,7 @@ def merge_record(
         "code": code_record(method.fn.__module__),
         "base": model_identity(spec.base),
         "experts": [model_identity(e) for e in spec.experts],
+        "expert_names": expert_names(spec),
         "stats": [
             g.meta | {"path": str(Path(s).resolve())}
             for g, s in zip(grams, spec.stats, strict=True)

@@ -42,6 +42,7 @@ class MergeSpec:
     allow_duplicate_experts: bool = False
     max_shard_bytes: int = 5 * 1024**3
     recipe: str | None = None  # how this merge relates to a published recipe (recorded as given)
+    expert_names: list[str] | None = None  # names for per-expert parameters (default: folder names)
     spec_file: Path | None = None  # the --spec file this came from (recorded), if any
 
 
@@ -62,7 +63,7 @@ class SpecFile(pydantic.BaseModel):
     base: Text
     experts: list[Text] = pydantic.Field(min_length=1)
     output: Text
-    params: dict[str, Scalar] = {}
+    params: dict[str, Scalar | list[Scalar] | dict[Text, Scalar]] = {}
     stats: list[Text] = []
     device: _literal(DEVICES) = "auto"
     dtype: _literal(OUTPUT_DTYPES) = "bfloat16"
@@ -73,6 +74,7 @@ class SpecFile(pydantic.BaseModel):
     force: bool = False
     allow_duplicate_experts: bool = False
     recipe: Text | None = None
+    expert_names: list[Text] | None = None
 
 
 SPEC_FIELDS = tuple(SpecFile.model_fields)
@@ -102,7 +104,7 @@ def _problem(er: dict, scalar_union: bool) -> str:
         return " is required"
     got = repr(er.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
-    msg = "expected a number, a string or a boolean" if scalar_union else er["msg"]
+    msg = "expected a number, a string or a boolean (per expert: a list, or a mapping by expert name)" if scalar_union else er["msg"]
     return f": {msg} (got {got})"
 
 
@@ -151,3 +153,18 @@ def spec_from_fields(f: dict, spec_file: Path | None = None) -> MergeSpec:
     f["experts"] = [Path(e) for e in f["experts"]]
     f["stats"] = [Path(x) for x in f.get("stats", [])]
     return MergeSpec(**f, spec_file=spec_file)
+
+
+def expert_names(spec: MergeSpec) -> list[str]:
+    """The experts' names for per-expert parameters: `spec.expert_names`, else the folder names."""
+    names = spec.expert_names or [Path(e).name for e in spec.experts]
+    if len(names) != len(spec.experts):
+        raise MergeInputError(
+            f"{len(names)} expert names for {len(spec.experts)} experts; give one name per expert"
+        )
+    if len(set(names)) != len(names) and any(isinstance(v, dict) for v in spec.params.values()):
+        raise MergeInputError(
+            f"expert names {names} repeat; name the experts (expert_names in a spec file, "
+            "--expert-name on the command line) to give per-expert parameters"
+        )
+    return list(names)

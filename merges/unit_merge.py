@@ -121,8 +121,13 @@ class UnitMerger:
             del experts, raw
             w0_raw = base
             release(unit, keep_base=True)  # the experts' buffers go back now
-            merged = self._method(unit.job.name, deltas.view(-1, *unit.base.shape), diag)
-            del deltas
+            w0_full = (
+                base.to(self.device, torch.float32).view(unit.base.shape)
+                if self.method.needs_base
+                else None
+            )
+            merged = self._method(unit.job.name, deltas.view(-1, *unit.base.shape), diag, w0_full)
+            del deltas, w0_full
             with _one_thread():
                 for s, e in self._chunks(base.numel()):
                     w0 = w0_raw[s:e].to(self.device, torch.float32)
@@ -168,7 +173,7 @@ class UnitMerger:
             if diag.role == "mean_delta":
                 merged = mean0(d)
             else:
-                merged = self._method(unit.job.name, d, diag)
+                merged = self._method(unit.job.name, d, diag, w0)
             self._finish(unit.job.name, w0, base[s:e], merged, out[s:e], diag)
 
     def _chunks(self, n: int):
@@ -192,8 +197,10 @@ class UnitMerger:
                 )
             diag.expert_sq[t] += sq
 
-    def _method(self, name: str, deltas: torch.Tensor, diag: TensorDiag) -> torch.Tensor:
+    def _method(self, name: str, deltas: torch.Tensor, diag: TensorDiag, w0) -> torch.Tensor:
         task = TensorTask(name, deltas, None, self.factor_dtype)
+        if self.method.needs_base:
+            task.base = w0
         if self.grams is not None:
             task.grams = [g.gram_for(name).to(self.device) for g in self.grams]
         merged = self.method.fn(task, self.params).to(torch.float32).reshape(-1)

@@ -122,7 +122,8 @@ def check(config: dict) -> None:
     for mid, m in config["merges"].items():
         try:
             method = get_method(m["method"])
-            method.parse_params(m.get("params", {}))
+            method.parse_params(m.get("params", {}), list(experts))
+            method.check_expert_count(len(experts))
         except InputError as e:
             raise ConfigError(f"merges.{mid}", str(e)) from None
         if method.needs_stats:

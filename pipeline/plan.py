@@ -118,6 +118,7 @@ class Plan:
             "method": m["method"],
             "base": self.model_dir("base"),
             "experts": [self.model_dir(e) for e in self.experts],
+            "expert_names": list(self.experts),
             "output": self.merge_dir(merge_id),
             "params": dict(m.get("params", {})),
             "stats": self.merge_stats(merge_id),

@@ -28,30 +28,37 @@ def average(d, g, p):
 
 
 def task_arithmetic(d, g, p):
-    return p.get("scale", 0.4) * d.sum(0)
+    w = _per(p, "weight", d.shape[0], 1.0)
+    return p.get("scale", 0.4) * sum(wt * x for wt, x in zip(w, d, strict=True))
 
 
-def _ties_core(trimmed):
+def _ties_core(trimmed, w=None, normalize=True):
+    """Elect γ = sign(Σ τ̂) (zeros: the majority sign), then Σ agreeing τ̂ / Σ their weights."""
+    w = w or [1.0] * trimmed.shape[0]
     total = trimmed.sum(0)
     gamma = np.sign(total)
     gamma[gamma == 0] = np.sign(gamma.sum())
     out = np.zeros(trimmed.shape[1:])
     for idx in np.ndindex(*trimmed.shape[1:]):
-        vals = [trimmed[(t, *idx)] for t in range(trimmed.shape[0])]
-        agree = [v for v in vals if v != 0 and np.sign(v) == gamma[idx]]
-        out[idx] = sum(agree) / max(1, len(agree))
+        agree = [t for t in range(trimmed.shape[0]) if trimmed[(t, *idx)] != 0
+                 and np.sign(trimmed[(t, *idx)]) == gamma[idx]]
+        num = sum(trimmed[(t, *idx)] for t in agree)
+        den = sum(w[t] for t in agree) or 1.0
+        out[idx] = num / den if normalize else num
     return out
 
 
 def ties(d, g, p):
     """Trim as the spec's official topk_values_mask: threshold = (d − int(d·K))-th smallest |τ|."""
-    k = p.get("density", 0.2)
+    if p.get("variant") == "mergekit":
+        return ties_mergekit(d, p)
+    dens, w = _per(p, "density", d.shape[0], 0.2), _per(p, "weight", d.shape[0], 1.0)
     trimmed = np.zeros_like(d)
     for t in range(d.shape[0]):
         a = np.sort(np.abs(d[t]).ravel())
-        thr = a[max(a.size - int(a.size * k), 1) - 1]
-        trimmed[t] = np.where(np.abs(d[t]) >= thr, d[t], 0.0)
-    return p.get("scale", 1.0) * _ties_core(trimmed)
+        thr = a[max(a.size - int(a.size * dens[t]), 1) - 1]
+        trimmed[t] = w[t] * np.where(np.abs(d[t]) >= thr, d[t], 0.0)
+    return p.get("scale", 1.0) * _ties_core(trimmed, w, p.get("normalize", True))
 
 
 def dare(d, g, p, name="t"):
@@ -149,6 +156,277 @@ def ace(d, g, p):
     return p.get("scale", 1.0) * (core + sv[:k].mean() * u[:, :k] @ vt[:k])
 
 
+
+# ---- mergekit's family and methods (written from the formulas in each docstring's source) ----
+
+
+def _per(p, key, t, default):
+    v = p.get(key, default)
+    return [float(x) for x in v] if isinstance(v, list | tuple) else [float(v)] * t
+
+
+def _torch_uniform(shape, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=gen, dtype=torch.float32).numpy().astype(np.float64)
+
+
+def _seed(p, t, name):
+    return p.get("seed", 0) + 1000 * t + zlib.crc32(name.encode())
+
+
+def _combine(sparse, p, consensus, normalize):
+    t = sparse.shape[0]
+    w = np.array(_per(p, "weight", t, 1.0)).reshape(-1, *[1] * (sparse.ndim - 1))
+    x = sparse * w
+    if consensus:
+        gamma = np.where(x.sum(0) >= 0, 1.0, -1.0)
+        keep = np.sign(x) == gamma
+        merged = (x * keep).sum(0)
+        div = (keep * w).sum(0)
+        div[div == 0] = 1
+    else:
+        merged = x.sum(0)
+        div = w.sum()
+        div = 1.0 if abs(div) < 1e-8 else div
+    if p.get("normalize", normalize):
+        merged = merged / div
+    return p.get("scale", 1.0) * merged
+
+
+def _l1(x, masked):
+    a, b = np.abs(x).sum(), np.abs(masked).sum()
+    return masked if a < 1e-7 or b < 1e-7 else masked * a / b
+
+
+def linear(d, g, p, w0):
+    w = _per(p, "weight", d.shape[0], 1.0)
+    total = sum(wt * (w0 + x) for wt, x in zip(w, d, strict=True))
+    return (total / sum(w) if p.get("normalize", True) else total) - w0
+
+
+def ties_mergekit(d, p):
+    out = np.zeros_like(d)
+    dens = _per(p, "density", d.shape[0], 0.2)
+    for t, x in enumerate(d):
+        k = max(1, int(dens[t] * x.size))
+        idx = np.argsort(-np.abs(x).ravel(), kind="stable")[:k]
+        flat = np.zeros(x.size)
+        flat[idx] = x.ravel()[idx]
+        out[t] = flat.reshape(x.shape)
+    return _combine(out, p, True, True)
+
+
+def _dare_masks(d, p, name, default_density):
+    dens = _per(p, "density", d.shape[0], default_density)
+    out = np.zeros_like(d)
+    for t, x in enumerate(d):
+        if dens[t] >= 1:
+            out[t] = x
+            continue
+        keep = _torch_uniform(x.shape, _seed(p, t, name)) >= np.float32(1 - dens[t])
+        masked = x * keep
+        how = p.get("rescale", "inverse")
+        out[t] = masked / dens[t] if how == "inverse" else _l1(x, masked) if how == "l1" else masked
+    return out
+
+
+def dare_linear(d, g, p, name):
+    return _combine(_dare_masks(d, p, name, 0.5), p, False, False)
+
+
+def dare_ties(d, g, p, name):
+    return _combine(_dare_masks(d, p, name, 0.5), p, True, False)
+
+
+def _crumbs(d, p):
+    dens = _per(p, "density", d.shape[0], 0.9)
+    gam = _per(p, "gamma", d.shape[0], 0.01)
+    out = np.zeros_like(d)
+    for t, x in enumerate(d):
+        rows = x.reshape(-1, x.shape[-1])
+        res = np.zeros_like(rows)
+        if p.get("variant", "official") == "official":
+            n = rows.shape[1]
+            top, keep = int(gam[t] * n), int(dens[t] * n)
+            for r, row in enumerate(rows):
+                order = np.argsort(-np.abs(row), kind="stable")[top : top + keep]
+                res[r, order] = row[order]
+        else:
+            n = x.size
+            keep, top = int(dens[t] * n), int(gam[t] * n)
+            bot = max(0, n - keep - top)
+            order = np.argsort(np.abs(x).ravel(), kind="stable")[bot : bot + keep]
+            res = np.zeros(n)
+            res[order] = x.ravel()[order]
+        out[t] = res.reshape(x.shape)
+        if p.get("rescale", "none") == "l1":
+            out[t] = _l1(x, out[t])
+    return out
+
+
+def breadcrumbs(d, g, p):
+    return _combine(_crumbs(d, p), p, False, False)
+
+
+def breadcrumbs_ties(d, g, p):
+    return _combine(_crumbs(d, p), p, True, False)
+
+
+def _magprune(d, p, name):
+    dens = _per(p, "density", d.shape[0], 0.7)
+    eps = _per(p, "epsilon", d.shape[0], 0.07)
+    out = np.zeros_like(d)
+    for t, x in enumerate(d):
+        rows = x.reshape(x.shape[0], -1) if x.ndim >= 2 else x.reshape(1, -1)
+        n = rows.shape[1]
+        rank = np.empty_like(rows)
+        for r, row in enumerate(rows):  # rank 0 = smallest magnitude
+            rank[r, np.argsort(np.abs(row), kind="stable")] = np.arange(n)
+        prob = (dens[t] - eps[t]) + 2 * eps[t] * rank / (n - 1)
+        prob = prob.reshape(x.shape).astype(np.float32).astype(np.float64)
+        keep = _torch_uniform(x.shape, _seed(p, t, name)) < prob
+        masked = x * keep
+        how = p.get("rescale", "inverse")
+        out[t] = masked / prob if how == "inverse" else _l1(x, masked) if how == "l1" else masked
+    return out
+
+
+def della(d, g, p, name):
+    return _combine(_magprune(d, p, name), p, True, True)
+
+
+def della_linear(d, g, p, name):
+    return _combine(_magprune(d, p, name), p, False, False)
+
+
+def sce(d, g, p):
+    official = p.get("variant", "official") == "official"
+    k_frac, t = p.get("select_topk", 1.0), d.shape[0]
+    sel = d
+    if k_frac < 1:
+        var = d.var(0).ravel()
+        k = int(np.count_nonzero(var) * k_frac)
+        mask = np.zeros(var.size)
+        mask[np.argsort(-var, kind="stable")[:k]] = 1
+        sel = d * mask.reshape(d.shape[1:])
+    x = d if official else sel
+    gamma = np.where(x.sum(0) >= 0, 1.0, -1.0)
+    e = np.sign(x) == gamma
+    w = np.array([np.mean(s**2) for s in sel])
+    uniform = w.sum() == 0 if official else abs(w.sum()) < 1e-6
+    w = np.full(t, 1 / t) if uniform else w / w.sum()
+    ew = w.reshape(-1, *[1] * (d.ndim - 1)) * e
+    den = ew.sum(0)
+    den = np.where(den == 0, 1.0, den) if official else np.maximum(den, 1e-6)
+    return (x * ew).sum(0) / den
+
+
+def ram(d, g, p):
+    eps = p.get("epsilon", 1e-5)
+    out = np.zeros(d.shape[1:])
+    for idx in np.ndindex(*d.shape[1:]):
+        changed = [d[(t, *idx)] for t in range(d.shape[0]) if abs(d[(t, *idx)]) > eps]
+        out[idx] = sum(changed) / max(1, len(changed))
+    return out
+
+
+def ramplus_tl(d, g, p):
+    eps, r, alpha = p.get("epsilon", 1e-5), p.get("r", 0.1), p.get("alpha", 0.2)
+    changed = np.abs(d) > eps
+    count = changed.sum(0)
+    out = np.zeros(d.shape[1:])
+    for t in range(d.shape[0]):
+        uniq = (changed[t] & (count == 1)).sum()
+        shared = (changed[t] & (count > 1)).sum()
+        lam = 1 + r * min(max(shared / max(uniq, eps), 0), alpha)
+        out += np.where(changed[t] & (count == 1), lam * d[t], 0)
+        out += np.where(changed[t] & (count > 1), d[t] / np.maximum(count, 1), 0)
+    return out
+
+
+def nearswap(d, g, p):
+    return np.clip(p.get("t", 1e-4) / np.maximum(np.abs(d[0]), 1e-6), 0, 1) * d[0]
+
+
+def model_stock(d, g, p):
+    t = d.shape[0]
+    x = d.reshape(t, -1, d.shape[-1]) if p.get("filter_wise") else d.reshape(t, 1, -1)
+    cos = []
+    for i in range(t):
+        for j in range(i + 1, t):
+            num = (x[i] * x[j]).sum(-1)
+            den = np.linalg.norm(x[i], axis=-1) * np.linalg.norm(x[j], axis=-1)
+            cos.append(np.clip(num / np.maximum(den, 1e-6), -1, 1))
+    c = np.mean(cos, axis=0)[:, None]
+    ratio = t * c / (1 + (t - 1) * c)
+    return (ratio * x.mean(0)).reshape(d.shape[1:])
+
+
+def _slerp(a, b, t, eps_linear):
+    """Shoemake: (sin((1 − t)Ω) a + sin(tΩ) b)/sin Ω with Ω the angle between a and b."""
+    cos = np.dot(a.ravel() / np.linalg.norm(a), b.ravel() / np.linalg.norm(b))
+    if eps_linear(cos):
+        return (1 - t) * a + t * b
+    omega = np.arccos(np.clip(cos, -1, 1))
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def slerp(d, g, p, w0):
+    thr = p.get("dot_threshold", 0.9995)
+    return _slerp(w0, w0 + d[0], p.get("t", 0.5), lambda c: abs(c) > thr) - w0
+
+
+def nuslerp(d, g, p):
+    w = _per(p, "weight", 2, 1.0)
+    t = w[1] / (w[0] + w[1])
+    if p.get("flatten", True):
+        return _slerp(d[0], d[1], t, lambda c: 1 - c * c <= 1e-16)
+    a, b = (d[0].T, d[1].T) if p.get("row_wise") else (d[0], d[1])
+    out = np.stack([_slerp(x, y, t, lambda c: 1 - c * c <= 1e-16) for x, y in zip(a, b, strict=True)])
+    return out.T if p.get("row_wise") else out
+
+
+def _exp_log_sphere(m, u):
+    """log_m(u) on the unit sphere: θ/sin θ (u − cos θ m)."""
+    c = np.clip(m @ u, -1, 1)
+    th = np.arccos(c)
+    return np.zeros_like(u) if th < 1e-12 else th / np.sin(th) * (u - c * m)
+
+
+def multislerp(d, g, p):
+    t = d.shape[0]
+    w = np.array(_per(p, "weight", t, 1.0))
+    if p.get("normalize_weights", True):
+        w = w / w.sum()
+    x = d.reshape(t, -1)
+    norms = np.linalg.norm(x, axis=1)
+    u = x / norms[:, None]
+    m = (w[:, None] * u).sum(0)
+    m /= np.linalg.norm(m)
+    v = (w[:, None] * (u - (u @ m)[:, None] * m)).sum(0)
+    nv = np.linalg.norm(v)
+    out = np.cos(nv) * m + np.sin(nv) * v / nv
+    return (out * (norms * w).sum()).reshape(d.shape[1:])
+
+
+def karcher(d, g, p, w0):
+    """The Karcher mean as the zero of Σ_t log_m(u_t), by many Riemannian gradient steps."""
+    t = d.shape[0]
+    x = (d + w0).reshape(t, -1)
+    norms = np.linalg.norm(x, axis=1)
+    u = x / norms[:, None]
+    m = u.mean(0)
+    m /= np.linalg.norm(m)
+    for _ in range(200):
+        v = np.mean([_exp_log_sphere(m, ut) for ut in u], axis=0)
+        nv = np.linalg.norm(v)
+        if nv < 1e-15:
+            break
+        m = np.cos(nv) * m + np.sin(nv) * v / nv
+        m /= np.linalg.norm(m)
+    return (norms.mean() * m).reshape(d.shape[1:]) - w0
+
+
 REFERENCES = {
     "average": average,
     "task_arithmetic": task_arithmetic,
@@ -160,4 +438,20 @@ REFERENCES = {
     "iso_cts": iso_cts,
     "actmat": actmat,
     "ace": ace,
+    "linear": linear,
+    "dare_linear": dare_linear,
+    "dare_ties": dare_ties,
+    "breadcrumbs": breadcrumbs,
+    "breadcrumbs_ties": breadcrumbs_ties,
+    "della": della,
+    "della_linear": della_linear,
+    "sce": sce,
+    "ram": ram,
+    "ramplus_tl": ramplus_tl,
+    "nearswap": nearswap,
+    "model_stock": model_stock,
+    "slerp": slerp,
+    "nuslerp": nuslerp,
+    "multislerp": multislerp,
+    "karcher": karcher,
 }

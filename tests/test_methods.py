@@ -4,6 +4,8 @@ Tests iterate the registry, so a new method is exercised without editing this fi
 reference test fails until `reference_formulas.REFERENCES` has an entry for it.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +16,24 @@ from tests import reference_formulas as ref
 METHODS = sorted(methods())
 # Non-default parameters also checked against the reference (where a method has any).
 VARIANTS = {
-    "task_arithmetic": {"scale": 0.7},
-    "ties": {"density": 0.5, "scale": 1.3},
+    "task_arithmetic": {"scale": 0.7, "weight": [0.5, 1.0, 2.0]},
+    "ties": {"density": [0.5, 0.3, 0.7], "scale": 1.3, "weight": [1.0, 0.5, 2.0]},
+    "linear": {"weight": [0.2, 0.3, 1.5], "normalize": False},
+    "dare_linear": {"density": [0.3, 0.6, 0.9], "weight": [0.5, 1.0, 0.2], "rescale": "l1"},
+    "dare_ties": {"density": 0.4, "normalize": True, "seed": 3, "scale": 0.8},
+    "breadcrumbs": {"density": [0.5, 0.6, 0.7], "gamma": 0.1, "variant": "mergekit"},
+    "breadcrumbs_ties": {"density": 0.6, "gamma": [0.1, 0.05, 0.2], "rescale": "l1"},
+    "della": {"density": [0.4, 0.5, 0.6], "epsilon": 0.2, "rescale": "l1", "weight": [1, 2, 3]},
+    "della_linear": {"density": 0.5, "normalize": True, "seed": 9},
+    "sce": {"select_topk": 0.3, "variant": "mergekit"},
+    "ram": {"epsilon": 0.05},
+    "ramplus_tl": {"epsilon": 0.05, "r": 0.5, "alpha": 0.7},
+    "nearswap": {"t": 0.05},
+    "model_stock": {"filter_wise": True},
+    "slerp": {"t": 0.3},
+    "nuslerp": {"weight": [1.0, 3.0], "flatten": False},
+    "multislerp": {"weight": [0.5, 1.0, 2.0]},
+    "karcher": {"max_iter": 50, "tol": 1e-9},
     "dare": {"drop_rate": 0.3, "combine": "ties", "seed": 7},
     "regmean": {"alpha": 0.5},
     "actmat": {"rtol": 1e-8},
@@ -26,12 +44,27 @@ VARIANTS = {
 }
 
 
+def base_for(deltas, seed=0):
+    """A W_0 for base-reading methods: N(0, 0.5²) entries, float32-representable."""
+    rng = np.random.default_rng(1000 + seed)
+    w0 = rng.standard_normal(np.asarray(deltas).shape[1:]) * 0.5
+    return w0.astype(np.float32).astype(np.float64)
+
+
+def n_case(name, t=3):
+    """An expert count the method accepts (slerp/nearswap take one, nuslerp two)."""
+    lo, hi = methods()[name].n_experts
+    return min(max(t, lo), hi or t)
+
+
 def run(name, deltas, grams=None, params=None, tensor="model.layers.0.mlp.up_proj.weight"):
     m = methods()[name]
-    p = m.parse_params(params or {})
     d = torch.as_tensor(np.asarray(deltas), dtype=torch.float32)
+    p = m.parse_params(params or {}, [f"e{i}" for i in range(d.shape[0])])
     g = [torch.as_tensor(x, dtype=torch.float32) for x in grams] if grams is not None else None
     task = TensorTask(tensor, d, g)
+    if m.needs_base:
+        task.base = torch.as_tensor(base_for(deltas), dtype=torch.float32)
     out = m.fn(task, p)
     assert out.dtype == torch.float32 and out.shape == d.shape[1:]
     return out.numpy().astype(np.float64), task.info
@@ -56,7 +89,11 @@ def rel_err(a, b):
 
 def reference(name, d, grams, params, tensor="model.layers.0.mlp.up_proj.weight"):
     fn = ref.REFERENCES[name]
-    return fn(d, grams, params, name=tensor) if name == "dare" else fn(d, grams, params)
+    takes = inspect.signature(fn).parameters
+    extra = {"name": tensor} if "name" in takes else {}
+    if "w0" in takes:
+        extra["w0"] = base_for(d)
+    return fn(d, grams, params, **extra)
 
 
 def test_every_method_has_a_reference_formula():
@@ -73,7 +110,7 @@ def test_matches_fp64_reference(name, variant, shape):
     if variant == "variant" and name not in VARIANTS:
         pytest.skip(f"{name} has no parameters to vary")
     params = VARIANTS[name] if variant == "variant" else {}
-    d, grams = make_case(1, m=shape[0], n=shape[1])
+    d, grams = make_case(1, t=n_case(name), m=shape[0], n=shape[1])
     got, _ = run(name, d, grams if methods()[name].needs_stats else None, params)
     want = reference(name, d, grams, params)
     assert rel_err(got, want) <= 1e-5
@@ -91,7 +128,7 @@ def test_ace_matches_reference_on_both_branches(spread, flag):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_deterministic_and_finite(name):
-    d, grams = make_case(5)
+    d, grams = make_case(5, t=n_case(name))
     g = grams if methods()[name].needs_stats else None
     a, _ = run(name, d, g)
     b, _ = run(name, d, g)
@@ -99,11 +136,15 @@ def test_deterministic_and_finite(name):
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", [m for m in METHODS if m != "dare"])  # DARE's mask depends on t
+# Random masks are seeded per expert position; slerp and nearswap take one expert.
+SEEDED = [m for m in METHODS if "seed" in methods()[m].params.model_fields]
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m not in SEEDED and n_case(m) > 1])
 def test_permutation_invariant(name):
-    d, grams = make_case(7)
+    d, grams = make_case(7, t=n_case(name))
     g = grams if methods()[name].needs_stats else None
-    perm = [2, 0, 1]
+    perm = [2, 0, 1] if d.shape[0] == 3 else [1, 0]
     a, _ = run(name, d, g)
     b, _ = run(name, d[perm], [g[i] for i in perm] if g else None)
     assert rel_err(b, a) <= 1e-5
@@ -118,6 +159,20 @@ T1_IDENTITY = {
     "regmean": {},
     "actmat": {},
     "tsv": {},
+    "linear": {},
+    "dare_linear": {"density": 1.0},
+    "dare_ties": {"density": 1.0},
+    "breadcrumbs": {"density": 1.0},
+    "breadcrumbs_ties": {"density": 1.0},
+    "della": {"density": 1.0},
+    "della_linear": {"density": 1.0},
+    "sce": {},
+    "ram": {"epsilon": 0.0},
+    "ramplus_tl": {"epsilon": 0.0},
+    "multislerp": {},
+    "karcher": {},
+    "slerp": {"t": 1.0},
+    "nearswap": {"t": 1e6},
 }
 
 
@@ -246,7 +301,7 @@ def test_dare_is_unbiased():
 
 @pytest.mark.parametrize("name", [m for m in METHODS if not methods()[m].matrix_only])
 def test_elementwise_methods_accept_vectors(name):
-    d = np.random.default_rng(22).standard_normal((3, 17))
+    d = np.random.default_rng(22).standard_normal((n_case(name), 17))
     got, _ = run(name, d)
     assert got.shape == (17,) and np.isfinite(got).all()
 
@@ -388,3 +443,64 @@ def test_ties_threshold_by_histogram_equals_kthvalue(kind):
         for k in sorted({1, n, (n + 1) // 2, max(1, n - int(n * 0.2))}):
             want = np.partition(np.abs(x.numpy()), k - 1)[k - 1]
             assert float(kth_smallest_abs(x, k)) == float(want), (n, k)
+
+
+def test_dare_linear_is_dare_with_the_same_masks():
+    """density = 1 − p and the 1/(1 − p) rescale: the mergekit-named form equals today's `dare`."""
+    d, _ = make_case(31)
+    a, _ = run("dare_linear", d, None, {"density": 0.7, "scale": 0.4, "seed": 5})
+    b, _ = run("dare", d, None, {"drop_rate": 0.3, "scale": 0.4, "seed": 5})
+    assert rel_err(a, b) <= 1e-6
+
+
+def test_ties_variants_agree_without_ties_at_the_threshold():
+    """Distinct magnitudes and no zero sign sums: the rules coincide once mergekit keeps the one
+    entry more that the authors' threshold (the (n − int(nK))-th smallest |τ|, kept) lets through."""
+    d, _ = make_case(32)
+    n = d[0].size
+    a, _ = run("ties", d, None, {"density": 0.3})
+    b, _ = run("ties", d, None, {"density": 0.3, "variant": "mergekit"})
+    c, _ = run("ties", d, None, {"density": (int(n * 0.3) + 1) / n + 1e-9, "variant": "mergekit"})
+    assert rel_err(a, c) <= 1e-6 and rel_err(a, b) > 1e-3
+
+
+def test_ties_variants_differ_on_tied_magnitudes():
+    """Equal |τ| at the k-th value (as in bf16-derived deltas): the authors' code keeps them all."""
+    d = np.array([[[0.5, -0.5, 0.5, 0.25]], [[0.5, 0.5, -0.5, 0.125]]])
+    a, _ = run("ties", d, None, {"density": 0.25})
+    b, _ = run("ties", d, None, {"density": 0.25, "variant": "mergekit"})
+    assert np.count_nonzero(a) > np.count_nonzero(b)
+
+
+def test_per_expert_parameters_by_name_list_or_number():
+    m = methods()["ties"]
+    names = ["math", "code", "if"]
+    by_name = m.parse_params({"density": {"code": 0.3, "math": 0.1, "if": 0.5}}, names)
+    assert by_name.density == [0.1, 0.3, 0.5] and by_name.weight == [1.0, 1.0, 1.0]
+    assert m.parse_params({"density": [0.1, 0.3, 0.5]}, names).density == [0.1, 0.3, 0.5]
+    assert m.parse_params({"density": "0.4"}, names).density == [0.4] * 3
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"density": {"math": 0.1, "code": 0.2}}, "lacks expert 'if'"),
+        ({"density": {"math": 0.1, "code": 0.2, "if": 0.3, "x": 1}}, "names no expert 'x'"),
+        ({"density": [0.1, 0.2]}, "2 values for 3 expert(s)"),
+        ({"density": [0.1, 0.2, 1.5]}, "less than or equal to 1"),
+        ({"scale": [1.0, 2.0, 3.0]}, "one value for all experts"),
+    ],
+)
+def test_per_expert_parameter_errors_name_the_problem(params, message):
+    from merges.errors import MergeInputError
+
+    with pytest.raises(MergeInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        methods()["ties"].parse_params(params, ["math", "code", "if"])
+
+
+@pytest.mark.parametrize("name, n", [("slerp", 2), ("nuslerp", 3), ("model_stock", 1)])
+def test_expert_count_is_checked(name, n):
+    from merges.errors import MergeInputError
+
+    with pytest.raises(MergeInputError, match=f"method '{name}' merges"):
+        methods()[name].check_expert_count(n)

@@ -1,12 +1,24 @@
+from typing import Literal
+
 import torch
 from pydantic import Field
 
-from merges.registry import Params, TensorTask, register
+from merges import gta
+from merges.registry import Params, PerExpert, TensorTask, expert_values, per_expert, register
 
 
 class TiesParams(Params):
-    density: float = Field(0.2, gt=0, le=1, description="fraction K of |τ_t| kept by the trim")
+    density: PerExpert(gt=0, le=1) = per_expert(0.2, "fraction K of |τ_t| kept by the trim")
     scale: float = Field(1.0, description="λ applied to the disjoint mean")
+    weight: PerExpert() = per_expert(1.0, "w_t multiplying the trimmed τ_t (mergekit's weight)")
+    normalize: bool = Field(
+        True, description="disjoint mean: ÷ the agreeing experts' summed weights (False: their sum)"
+    )
+    variant: Literal["official", "mergekit"] = Field(
+        "official",
+        description="official: the authors' code (keep every |τ| ≥ the k-th value, zero signs take "
+        "the tensor's majority); mergekit: exactly k kept by argsort, zero signs count as +",
+    )
 
 
 def kth_smallest_abs(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -42,8 +54,11 @@ def trim_top_(x: torch.Tensor, density: float) -> torch.Tensor:
     return x
 
 
-def elect_and_disjoint_mean(t: torch.Tensor) -> torch.Tensor:
-    """TIES steps 2-3: γ = sign(Σ_t τ_t) (zeros → majority sign), mean of the agreeing nonzeros.
+def elect_and_disjoint_mean(
+    t: torch.Tensor, weights: list[float] | None = None, normalize: bool = True
+) -> torch.Tensor:
+    """TIES steps 2-3: γ = sign(Σ_t τ_t) (zeros → majority sign), mean of the agreeing nonzeros
+    (weighted: Σ k_t τ_t / Σ k_t w_t, 0 → 1, for τ_t already multiplied by w_t; unnormalised: the sum).
 
     After γ, every row is independent, so the mean is formed in row blocks, in γ's memory.
     """
@@ -57,17 +72,33 @@ def elect_and_disjoint_mean(t: torch.Tensor) -> torch.Tensor:
     for r0 in range(0, g2.shape[0], step):  # each block's mean overwrites its γ rows
         tb, gb = t2[:, r0 : r0 + step], g2[r0 : r0 + step]
         keep = ((gb > 0) & (tb > 0)) | ((gb < 0) & (tb < 0))
-        kept = torch.where(keep, tb, 0.0)
-        gb.copy_(kept.sum(0) / keep.sum(0).clamp_min(1))
+        kept = torch.where(keep, tb, 0.0).sum(0)
+        if not normalize:
+            gb.copy_(kept)
+        elif weights is None:
+            gb.copy_(kept / keep.sum(0).clamp_min(1))
+        else:
+            w = torch.tensor(weights, dtype=tb.dtype, device=tb.device).view(-1, 1, 1)
+            divisor = (keep * w).sum(0)
+            gb.copy_(kept / torch.where(divisor == 0, 1.0, divisor))
     return gamma
 
 
 @register("ties", TiesParams, matrix_only=False)
 def ties(task: TensorTask, p: TiesParams):
-    """TIES: trim each τ_t to its top-K |entries| (per tensor), elect signs, disjoint mean, ×λ (Yadav et al. 2023)."""
-    for d in task.deltas:  # in place: the engine is done with the task vectors
-        trim_top_(d, p.density)
+    """TIES: trim each τ_t to its top-K |entries| (per tensor), elect signs, disjoint mean, ×λ
+    (Yadav et al. 2023, arXiv 2306.01708; official code prdy/ties-merging); per-expert K and w_t
+    as in mergekit's `ties`, whose tie and zero-sign rules `variant: mergekit` selects."""
+    n = task.deltas.shape[0]
+    density, weights = expert_values(p.density, n), expert_values(p.weight, n)
+    if p.variant == "mergekit":
+        trimmed = gta.sparsify_each(task, p, lambda t, d, k: gta.top_k_exact(d, k))
+        return gta.combine(task, trimmed, p, consensus=True)
+    for d, k, w in zip(task.deltas, density, weights, strict=True):  # in place: the engine is done
+        trim_top_(d, k).mul_(w)
     task.info["nonzero_frac"] = [
         int(torch.count_nonzero(d)) / max(1, d.numel()) for d in task.deltas
     ]
-    return elect_and_disjoint_mean(task.deltas).mul_(p.scale)
+    plain = all(w == 1 for w in weights)
+    merged = elect_and_disjoint_mean(task.deltas, None if plain else weights, p.normalize)
+    return merged.mul_(p.scale)
