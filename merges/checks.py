@@ -55,7 +55,6 @@ def check_inputs(spec: MergeSpec):
     """Validate everything before any output exists; return (method, params, base, experts, grams, tok_src)."""
     method = get_method(spec.method)
     params = method.parse_params(spec.params, expert_names(spec))
-    method.check_expert_count(len(spec.experts))
     for key, value, valid in (
         ("dtype", spec.dtype, OUTPUT_DTYPES),
         ("factor dtype", spec.factor_dtype, FACTOR_DTYPES),
@@ -65,6 +64,7 @@ def check_inputs(spec: MergeSpec):
             raise MergeInputError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
     if not spec.experts:
         raise MergeInputError("no experts given; pass --expert DIR at least once")
+    method.check_expert_count(len(spec.experts))
     tok_src = Path(spec.tokenizer_from or spec.experts[0])
     guard_output(
         spec.output,

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv (scripts/setup.sh), installs bubblewrap (root with apt-get),
+# The project's test command: sets up .venv (scripts/setup.sh), installs mergekit (the parity test's
+# peer) and bubblewrap (root with apt-get),
 # starts the single-node SLURM test
 # cluster when running as root with apt-get (scripts/slurm-local.sh; MERGEEVAL_NO_SLURM=1 skips it),
 # and runs pytest. Extra arguments go to pytest. pytest's exit code 5 (no tests) counts as success.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
+# mergekit, the peer whose own code tests/test_mergekit_parity.py runs: a test dependency, installed
+# beside the stack without its dependency pins (it runs with the project's torch and transformers).
+if ! .venv/bin/python -c "import mergekit.merge" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --no-deps mergekit==0.1.5 peft==0.21.2 accelerate==1.15.0 immutables==0.21 \
+    || echo "warning: could not install mergekit; the parity test will say why"
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The sandbox for model-written code uses bubblewrap; without it the scorers fall back (with a warning).
 if ! command -v bwrap >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

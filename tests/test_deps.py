@@ -33,7 +33,18 @@ ENGINE = {
     "method,own",
     [
         ("merges.methods.average", {"merges/methods/average.py"}),
-        ("merges.methods.dare", {"merges/methods/dare.py", "merges/methods/ties.py"}),
+        ("merges.methods.dare", {"merges/methods/dare.py", "merges/methods/ties.py", "merges/gta.py"}),
+        (
+            "merges.methods.dare_ties",
+            {
+                "merges/methods/dare_ties.py",
+                "merges/methods/dare_linear.py",
+                "merges/methods/dare.py",
+                "merges/methods/ties.py",
+                "merges/gta.py",
+            },
+        ),
+        ("merges.methods.slerp", {"merges/methods/slerp.py"}),
         ("merges.methods.tsv", {"merges/methods/tsv.py", "merges/linalg.py"}),
         ("merges.methods.regmean", {"merges/methods/regmean.py", "merges/linalg.py"}),
         ("merges.methods.iso_c", {"merges/methods/iso_c.py", "merges/linalg.py"}),

@@ -48,7 +48,9 @@ def test_every_method_merges_and_loads_in_transformers(name, tiny_family, stats,
 
     out = tmp_path / name
     kw = {"stats": stats} if methods()[name].needs_stats else {}
-    record = run_merge(spec(tiny_family, out, name, **kw), progress=False)
+    n = methods()[name].n_experts[1] or 3  # slerp and nearswap take one expert, nuslerp two
+    base, experts = tiny_family
+    record = run_merge(spec((base, experts[:n]), out, name, **kw), progress=False)
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     ids = tok("Hello, merge!", return_tensors="pt").input_ids
@@ -59,7 +61,7 @@ def test_every_method_merges_and_loads_in_transformers(name, tiny_family, stats,
     assert meta == json.loads(json.dumps(record))
     assert meta["method"] == name and meta["method_source_sha256"] == methods()[name].source_hash()
     assert meta["tensor_policy"]["rest_policy"] == "mean_delta"
-    assert len(meta["experts"]) == 3 and meta["tokenizer_from"]["path"].endswith("math")
+    assert len(meta["experts"]) == n and meta["tokenizer_from"]["path"].endswith("math")
     diag = meta["diagnostics"][UP0]
     assert diag["role"] == "method" and 0 <= diag["bf16_lost_frac"] <= 1
     assert meta["diagnostics"][EMBED]["role"] == "mean_delta"
@@ -275,3 +277,35 @@ def test_method_applies_to_follows_the_rest_policy(tiny_family, tmp_path):
     assert "every other 2-D tensor except embeddings" in r["tensor_policy"]["method_applies_to"]
     r = run_merge(spec(tiny_family, tmp_path / "c", "tsv"), progress=False)
     assert r["tensor_policy"]["method_applies_to"] == "2-D Linear weights in transformer blocks"
+
+
+def test_per_expert_parameters_from_the_command_line_are_recorded(tiny_family, tmp_path):
+    """`--param KEY=V` for all, `--param EXPERT:KEY=V` for one; merge.json holds one value per
+    expert, and the merged tensor is λ Σ_t w_t Δ_t with those weights."""
+    from merges.cli import main
+
+    base, experts = tiny_family
+    out = tmp_path / "ta"
+    args = ["run", "--method", "task_arithmetic", "--base", base, "--output", out, "--quiet"]
+    args += ["--param", "scale=1.0", "--param", "weight=0.5", "--param", "code:weight=2"]
+    args += ["--dtype", "float32"]
+    for e in experts:
+        args += ["--expert", e]
+    assert main([str(a) for a in args]) == 0
+    meta = json.loads((out / "merge.json").read_text())
+    assert meta["expert_names"] == ["math", "code", "if"]
+    assert meta["params"]["weight"] == [0.5, 2.0, 0.5]
+    w0, got = weights(base)[UP0].float(), weights(out)[UP0]
+    want = w0 + sum(w * (weights(e)[UP0].float() - w0) for w, e in zip([0.5, 2, 0.5], experts))
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_unknown_expert_prefix_is_one_error(tiny_family, tmp_path, capsys):
+    from merges.cli import main
+
+    base, experts = tiny_family
+    args = ["run", "--method", "ties", "--base", base, "--output", tmp_path / "x", "--quiet"]
+    args += ["--param", "maths:density=0.3"] + [a for e in experts for a in ("--expert", e)]
+    assert main([str(a) for a in args]) == 2
+    assert "'maths' is not an expert's name (math, code, if)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

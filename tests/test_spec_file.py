@@ -79,7 +79,7 @@ def test_spec_file_gives_the_same_bytes_as_flags(family, capsys, fmt):
         ({"expertz": ["models/math"]}, "expertz"),
         ({"force": "yes"}, "force"),
         ({"experts": "models/math"}, "experts"),
-        ({"params": {"density": [0.5]}}, "params.density"),
+        ({"params": {"density": [[0.5]]}}, "params.density"),
         ({"dtype": "float16"}, "dtype"),
         ({"generation_config_from": "expert"}, "generation_config_from"),
         ({"output": None}, "output"),
