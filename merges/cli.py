@@ -62,6 +62,21 @@ def _flag(dest: str) -> str:
 def run_spec(args) -> MergeSpec:
     """The MergeSpec of `merges run`: from --spec FILE, or from the flags (as before --spec)."""
     given = [d for d in RUN_DEFAULTS if getattr(args, d) is not None]
+    if args.mergekit_config:
+        from merges.mergekit_config import read_mergekit_config
+
+        extra = [d for d in given if d not in ("output", "device", "force")]
+        extra += ["spec"] if args.spec else []
+        if extra or args.output is None:
+            raise MergeInputError(
+                f"--mergekit-config {args.mergekit_config} takes only --output (required) and "
+                f"--device, --force{'; drop ' + ', '.join(map(_flag, extra)) if extra else ''}"
+            )
+        spec = read_mergekit_config(
+            Path(args.mergekit_config), Path(args.output), args.device or "auto"
+        )
+        spec.force = bool(args.force)
+        return spec
     if args.spec:
         if given:
             raise MergeInputError(
@@ -229,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "stats, device, dtype, tokenizer_from, rest_policy, factor_dtype, generation_config_from, "
         "force, allow_duplicate_experts); relative paths are relative to the current directory; "
         "replaces every flag below except --quiet",
+    )
+    r.add_argument(
+        "--mergekit-config",
+        metavar="FILE.yml",
+        help="a mergekit YAML config (models, base_model, merge_method, parameters, dtype); "
+        "with --output (and --device) only",
     )
     r.add_argument("--method", help="merge method (see `list`); required without --spec")
     r.add_argument("--base", help="base model folder (safetensors); required without --spec")

@@ -91,7 +91,9 @@ class Method:
     def check_expert_count(self, n: int) -> None:
         lo, hi = self.n_experts
         if n < lo or (hi is not None and n > hi):
-            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            want = (
+                f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            )
             raise MergeInputError(f"method {self.name!r} merges {want} expert(s); {n} given")
 
     def source_file(self) -> Path:
@@ -137,7 +139,9 @@ class Method:
             unknown = sorted(set(value) - set(experts))
             missing = [e for e in experts if e not in value]
             if unknown or missing:
-                what = f"names no expert {unknown[0]!r}" if unknown else f"lacks expert {missing[0]!r}"
+                what = (
+                    f"names no expert {unknown[0]!r}" if unknown else f"lacks expert {missing[0]!r}"
+                )
                 raise MergeInputError(
                     f"{where} {what}; give one value per expert ({', '.join(experts)}) "
                     "or one number for all"

@@ -104,7 +104,11 @@ def _problem(er: dict, scalar_union: bool) -> str:
         return " is required"
     got = repr(er.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
-    msg = "expected a number, a string or a boolean (per expert: a list, or a mapping by expert name)" if scalar_union else er["msg"]
+    msg = (
+        "expected a number, a string or a boolean (per expert: a list, or a mapping by expert name)"
+        if scalar_union
+        else er["msg"]
+    )
     return f": {msg} (got {got})"
 
 

@@ -40,8 +40,11 @@ def _ties_core(trimmed, w=None, normalize=True):
     gamma[gamma == 0] = np.sign(gamma.sum())
     out = np.zeros(trimmed.shape[1:])
     for idx in np.ndindex(*trimmed.shape[1:]):
-        agree = [t for t in range(trimmed.shape[0]) if trimmed[(t, *idx)] != 0
-                 and np.sign(trimmed[(t, *idx)]) == gamma[idx]]
+        agree = [
+            t
+            for t in range(trimmed.shape[0])
+            if trimmed[(t, *idx)] != 0 and np.sign(trimmed[(t, *idx)]) == gamma[idx]
+        ]
         num = sum(trimmed[(t, *idx)] for t in agree)
         den = sum(w[t] for t in agree) or 1.0
         out[idx] = num / den if normalize else num
@@ -154,7 +157,6 @@ def ace(d, g, p):
     u, sv, vt = np.linalg.svd(resid + core, full_matrices=False)
     k = max(1, int(np.floor(k_frac * min(m, n))))
     return p.get("scale", 1.0) * (core + sv[:k].mean() * u[:, :k] @ vt[:k])
-
 
 
 # ---- mergekit's family and methods (written from the formulas in each docstring's source) ----
@@ -382,7 +384,9 @@ def nuslerp(d, g, p):
     if p.get("flatten", True):
         return _slerp(d[0], d[1], t, lambda c: 1 - c * c <= 1e-16)
     a, b = (d[0].T, d[1].T) if p.get("row_wise") else (d[0], d[1])
-    out = np.stack([_slerp(x, y, t, lambda c: 1 - c * c <= 1e-16) for x, y in zip(a, b, strict=True)])
+    out = np.stack(
+        [_slerp(x, y, t, lambda c: 1 - c * c <= 1e-16) for x, y in zip(a, b, strict=True)]
+    )
     return out.T if p.get("row_wise") else out
 
 

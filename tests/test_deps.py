@@ -33,7 +33,10 @@ ENGINE = {
     "method,own",
     [
         ("merges.methods.average", {"merges/methods/average.py"}),
-        ("merges.methods.dare", {"merges/methods/dare.py", "merges/methods/ties.py", "merges/gta.py"}),
+        (
+            "merges.methods.dare",
+            {"merges/methods/dare.py", "merges/methods/ties.py", "merges/gta.py"},
+        ),
         (
             "merges.methods.dare_ties",
             {

@@ -93,7 +93,10 @@ CASES = {
         {"density": [0.8, 0.7, 0.9], "gamma": 0.05, "weight": W3, "variant": "mergekit"},
         "breadcrumbs",
         {},
-        [{"weight": w, "density": d, "gamma": 0.05} for w, d in zip(W3, [0.8, 0.7, 0.9], strict=True)],
+        [
+            {"weight": w, "density": d, "gamma": 0.05}
+            for w, d in zip(W3, [0.8, 0.7, 0.9], strict=True)
+        ],
         3,
         False,
         0.01,
@@ -128,9 +131,27 @@ CASES = {
         False,
         0.01,
     ),
-    "sce": ("sce", {"select_topk": 0.5, "variant": "mergekit"}, "sce", {"select_topk": 0.5}, [{}] * 3, 3, False, 0.01),
+    "sce": (
+        "sce",
+        {"select_topk": 0.5, "variant": "mergekit"},
+        "sce",
+        {"select_topk": 0.5},
+        [{}] * 3,
+        3,
+        False,
+        0.01,
+    ),
     "ram": ("ram", {}, "ram", {}, [{}] * 3, 3, False, 0.01),
-    "ramplus_tl": ("ramplus_tl", {"r": 0.5, "alpha": 0.4}, "ramplus_tl", {"r": 0.5, "alpha": 0.4}, [{}] * 3, 3, False, 0.01),
+    "ramplus_tl": (
+        "ramplus_tl",
+        {"r": 0.5, "alpha": 0.4},
+        "ramplus_tl",
+        {"r": 0.5, "alpha": 0.4},
+        [{}] * 3,
+        3,
+        False,
+        0.01,
+    ),
     "nearswap": ("nearswap", {"t": 1e-3}, "nearswap", {"t": 1e-3}, [{}], 1, True, 0.01),
     "model_stock": ("model_stock", {}, "model_stock", {}, [{}] * 3, 3, False, 0.01),
     "model_stock_filter_wise": (
@@ -144,7 +165,16 @@ CASES = {
         0.01,
     ),
     "slerp": ("slerp", {"t": 0.3}, "slerp", {"t": 0.3}, [{}], 1, True, 0.01),
-    "nuslerp": ("nuslerp", {"weight": [1.0, 2.0]}, "nuslerp", {}, [{"weight": 1.0}, {"weight": 2.0}], 2, False, 0.01),
+    "nuslerp": (
+        "nuslerp",
+        {"weight": [1.0, 2.0]},
+        "nuslerp",
+        {},
+        [{"weight": 1.0}, {"weight": 2.0}],
+        2,
+        False,
+        0.01,
+    ),
     "nuslerp_rows": (
         "nuslerp",
         {"weight": [1.0, 2.0], "flatten": False},
@@ -155,7 +185,16 @@ CASES = {
         False,
         0.01,
     ),
-    "multislerp": ("multislerp", {"weight": [1.0, 2.0, 3.0]}, "multislerp", {}, [{"weight": w} for w in [1.0, 2.0, 3.0]], 3, False, 0.01),
+    "multislerp": (
+        "multislerp",
+        {"weight": [1.0, 2.0, 3.0]},
+        "multislerp",
+        {},
+        [{"weight": w} for w in [1.0, 2.0, 3.0]],
+        3,
+        False,
+        0.01,
+    ),
     "karcher": ("karcher", {}, "karcher", {}, [{}] * 3, 3, False, 0.01),
 }
 
@@ -174,7 +213,10 @@ def families(tmp_path_factory, tiny_family):
         for f in dst.glob("*.safetensors"):
             state = {k: v.float() for k, v in load_file(f).items()}
             if i:
-                state = {k: v + 1e-3 * v.std() * torch.randn(v.shape, generator=g) for k, v in state.items()}
+                state = {
+                    k: v + 1e-3 * v.std() * torch.randn(v.shape, generator=g)
+                    for k, v in state.items()
+                }
             save_file(state, f, metadata={"format": "pt"})
         cfg = json.loads((dst / "config.json").read_text())
         cfg["torch_dtype"] = cfg["dtype"] = "float32"
@@ -200,7 +242,9 @@ def mergekit_merge(method, global_params, per_model, base, experts, base_listed,
     if method in ("linear", "karcher"):  # methods over the listed models only
         del cfg["base_model"]
     options = mk_merge.MergeOptions(lazy_unpickle=False, copy_tokenizer=False, quiet=True)
-    mk_merge.run_merge(mk_config.MergeConfiguration.model_validate(cfg), str(output), options=options)
+    mk_merge.run_merge(
+        mk_config.MergeConfiguration.model_validate(cfg), str(output), options=options
+    )
     return read_state(output)
 
 

@@ -9,7 +9,9 @@ from merges.registry import PerExpert, TensorTask, expert_values, per_expert, re
 
 class BreadcrumbsParams(gta.GtaParams):
     density: PerExpert(gt=0, le=1) = per_expert(0.9, "share of |Δ_t| kept")
-    gamma: PerExpert(ge=0, lt=1) = per_expert(0.01, "share of the largest |Δ_t| dropped as outliers")
+    gamma: PerExpert(ge=0, lt=1) = per_expert(
+        0.01, "share of the largest |Δ_t| dropped as outliers"
+    )
     rescale: gta.Rescale = Field("none", description="l1: match ‖Δ_t‖₁ after the mask; none")
     variant: Literal["official", "mergekit"] = Field(
         "official",

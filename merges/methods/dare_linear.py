@@ -13,7 +13,9 @@ class DareLinearParams(gta.GtaParams):
         description="inverse: ÷ density (the DARE paper's code); l1: match ‖Δ_t‖₁ (mergekit); none",
     )
     normalize: bool = Field(False, description="divide by the experts' summed weights")
-    seed: int = Field(0, ge=0, description="base seed; expert t, tensor NAME use seed + 1000·t + crc32(NAME)")
+    seed: int = Field(
+        0, ge=0, description="base seed; expert t, tensor NAME use seed + 1000·t + crc32(NAME)"
+    )
 
 
 def drop_and_rescale(task: TensorTask, p) -> torch.Tensor:

@@ -9,10 +9,13 @@ class DellaParams(gta.GtaParams):
     density: PerExpert(gt=0, le=1) = per_expert(0.7, "mean keep probability")
     epsilon: PerExpert(ge=0, lt=0.5) = per_expert(0.07, "keep probabilities span density ± epsilon")
     rescale: gta.Rescale = Field(
-        "inverse", description="inverse: ÷ each entry's keep probability; l1: match ‖Δ_t‖₁ (mergekit)"
+        "inverse",
+        description="inverse: ÷ each entry's keep probability; l1: match ‖Δ_t‖₁ (mergekit)",
     )
     normalize: bool = Field(True, description="divide by the agreeing experts' summed weights")
-    seed: int = Field(0, ge=0, description="base seed; expert t, tensor NAME use seed + 1000·t + crc32(NAME)")
+    seed: int = Field(
+        0, ge=0, description="base seed; expert t, tensor NAME use seed + 1000·t + crc32(NAME)"
+    )
 
 
 def keep_probabilities(d: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:

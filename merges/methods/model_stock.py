@@ -5,7 +5,9 @@ from merges.registry import Params, TensorTask, register
 
 
 class ModelStockParams(Params):
-    filter_wise: bool = Field(False, description="one t per row (output filter) instead of per tensor")
+    filter_wise: bool = Field(
+        False, description="one t per row (output filter) instead of per tensor"
+    )
 
 
 @register("model_stock", ModelStockParams, matrix_only=False, n_experts=(2, None))

@@ -5,7 +5,9 @@ from merges.registry import Params, TensorTask, register
 
 
 class NearswapParams(Params):
-    t: float = Field(1e-4, ge=0, description="similarity threshold: entries closer than t move fully")
+    t: float = Field(
+        1e-4, ge=0, description="similarity threshold: entries closer than t move fully"
+    )
 
 
 @register("nearswap", NearswapParams, matrix_only=False, elementwise=True, n_experts=(1, 1))

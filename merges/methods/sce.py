@@ -9,7 +9,10 @@ from merges.registry import Params, TensorTask, register
 
 class SceParams(Params):
     select_topk: float = Field(
-        1.0, gt=0, le=1, description="share of the entries with nonzero variance across experts kept"
+        1.0,
+        gt=0,
+        le=1,
+        description="share of the entries with nonzero variance across experts kept",
     )
     variant: Literal["official", "mergekit"] = Field(
         "official",
