@@ -296,7 +296,9 @@ def test_per_expert_parameters_from_the_command_line_are_recorded(tiny_family, t
     assert meta["expert_names"] == ["math", "code", "if"]
     assert meta["params"]["weight"] == [0.5, 2.0, 0.5]
     w0, got = weights(base)[UP0].float(), weights(out)[UP0]
-    want = w0 + sum(w * (weights(e)[UP0].float() - w0) for w, e in zip([0.5, 2, 0.5], experts))
+    want = w0 + sum(
+        w * (weights(e)[UP0].float() - w0) for w, e in zip([0.5, 2, 0.5], experts, strict=True)
+    )
     assert torch.allclose(got, want, atol=1e-6)
 
 

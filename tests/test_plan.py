@@ -145,6 +145,8 @@ def test_an_expert_names_its_domain():
         (lambda c: c["eval"].update(limit=0), "eval.limit"),
         (lambda c: c["merges"]["regmean"].update(stats="mine"), "merges.regmean.stats"),
         (lambda c: c["merges"]["ties"].update(stats="authors"), "merges.ties.stats"),
+        (lambda c: c["merges"]["ties"].update(params={"density": {"maths": 0.2}}), "merges.ties"),
+        (lambda c: c["merges"].update(s={"method": "slerp"}), "merges.s"),
         (
             lambda c: c["stats"].setdefault("recipes", {}).update(x={"template_from": "chem"}),
             "stats.recipes.x.template_from",
@@ -207,3 +209,17 @@ def test_a_new_benchmark_is_one_yaml_and_a_suite_line(tmp_path, monkeypatch):
     changes = compare(table, old, 0.5)
     assert {m["change"] for m in changes} == {"new cell aime_easy"}
     assert len(changes) == len(table)
+
+
+def test_per_expert_parameters_reach_the_spec_file_by_name():
+    """A mapping by expert name goes to the spec file as written, with the names in expert order;
+    the engine resolves it (checked at DAG-build time here)."""
+    c = cfg("demo")
+    c["merges"]["ties"]["params"] = {"density": {"code": 0.3, "math": 0.1, "if": 0.5}}
+    spec = Plan(c).merge_spec("ties")
+    assert spec["expert_names"] == ["math", "code", "if"]
+    assert spec["params"]["density"] == {"code": 0.3, "math": 0.1, "if": 0.5}
+    from merges.registry import get_method
+
+    p = get_method("ties").parse_params(spec["params"], spec["expert_names"])
+    assert p.density == [0.1, 0.3, 0.5]
