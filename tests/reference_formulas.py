@@ -431,6 +431,17 @@ def karcher(d, g, p, w0):
     return (norms.mean() * m).reshape(d.shape[1:]) - w0
 
 
+def cart(d, g, p):
+    """Average plus λ × the rank-k truncations (numpy fp64 SVD) of each centred delta."""
+    mean = d.mean(0)
+    k = max(1, int(p.get("rank_fraction", 0.12) * min(mean.shape)))
+    out = np.zeros_like(mean)
+    for x in d:
+        u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+        out += (u[:, :k] * s[:k]) @ vt[:k]
+    return mean + p.get("scale", 2.0) * out
+
+
 REFERENCES = {
     "average": average,
     "task_arithmetic": task_arithmetic,
@@ -458,4 +469,5 @@ REFERENCES = {
     "nuslerp": nuslerp,
     "multislerp": multislerp,
     "karcher": karcher,
+    "cart": cart,
 }

@@ -34,6 +34,7 @@ VARIANTS = {
     "nuslerp": {"weight": [1.0, 3.0], "flatten": False},
     "multislerp": {"weight": [0.5, 1.0, 2.0]},
     "karcher": {"max_iter": 50, "tol": 1e-9},
+    "cart": {"rank_fraction": 0.5, "scale": 0.7},
     "dare": {"drop_rate": 0.3, "combine": "ties", "seed": 7},
     "regmean": {"alpha": 0.5},
     "actmat": {"rtol": 1e-8},
@@ -173,6 +174,7 @@ T1_IDENTITY = {
     "karcher": {},
     "slerp": {"t": 1.0},
     "nearswap": {"t": 1e6},
+    "cart": {"rank_fraction": 1.0, "scale": 1.0},
 }
 
 

@@ -6,6 +6,7 @@ from merges.methods import (  # noqa: F401
     average,
     breadcrumbs,
     breadcrumbs_ties,
+    cart,
     dare,
     dare_linear,
     dare_ties,
