@@ -91,13 +91,16 @@ def combine(task: TensorTask, sparse: torch.Tensor, p: GtaParams, consensus: boo
 
 
 def sparsify_each(task: TensorTask, p: GtaParams, fn) -> torch.Tensor:
-    """`fn(t, Δ_t, density_t) -> δ_t` for every expert, with each one's kept share recorded."""
+    """`fn(t, Δ_t, density_t) -> δ_t` for every expert, with each one's nonzero share recorded."""
     densities = expert_values(p.density, task.deltas.shape[0])
     out = torch.stack([fn(t, d, densities[t]) for t, d in enumerate(task.deltas)])
-    task.info["kept_frac"] = [
-        round(int(torch.count_nonzero(x)) / max(1, x.numel()), 6) for x in out
-    ]
+    record_nonzero(task, out)
     return out
+
+
+def record_nonzero(task: TensorTask, sparse: torch.Tensor) -> None:
+    """merge.json's `nonzero_frac`: each expert's share of nonzero entries after sparsifying."""
+    task.info["nonzero_frac"] = [int(torch.count_nonzero(x)) / max(1, x.numel()) for x in sparse]
 
 
 def check_window(density: float, epsilon: float, where: str) -> None:

@@ -96,9 +96,7 @@ def ties(task: TensorTask, p: TiesParams):
         return gta.combine(task, trimmed, p, consensus=True)
     for d, k, w in zip(task.deltas, density, weights, strict=True):  # in place: the engine is done
         trim_top_(d, k).mul_(w)
-    task.info["nonzero_frac"] = [
-        int(torch.count_nonzero(d)) / max(1, d.numel()) for d in task.deltas
-    ]
+    gta.record_nonzero(task, task.deltas)
     plain = all(w == 1 for w in weights)
     merged = elect_and_disjoint_mean(task.deltas, None if plain else weights, p.normalize)
     return merged.mul_(p.scale)
