@@ -442,6 +442,23 @@ def cart(d, g, p):
     return mean + p.get("scale", 2.0) * out
 
 
+def wudi(d, g, p):
+    """Adam (written out, bias-corrected) on Σ_t ‖(τ − Δ_t)Δ_tᵀ‖² / ‖Δ_t‖², its gradient by the
+    official code's route: 2 Σ_t ((τ − Δ_t) Δ_tᵀ) Δ_t / ‖Δ_t‖²."""
+    lr, steps = p.get("lr", 1e-5), p.get("iterations", 300)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    tau = d.sum(0)
+    m = np.zeros_like(tau)
+    v = np.zeros_like(tau)
+    sq = [np.sum(x * x) for x in d]
+    for k in range(1, steps + 1):
+        grad = sum(2 * ((tau - x) @ x.T) @ x / s for x, s in zip(d, sq, strict=True))
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        tau = tau - lr * (m / (1 - b1**k)) / (np.sqrt(v / (1 - b2**k)) + eps)
+    return p.get("scale", 1.0) * tau
+
+
 REFERENCES = {
     "average": average,
     "task_arithmetic": task_arithmetic,
@@ -470,4 +487,5 @@ REFERENCES = {
     "multislerp": multislerp,
     "karcher": karcher,
     "cart": cart,
+    "wudi": wudi,
 }

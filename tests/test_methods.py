@@ -35,6 +35,7 @@ VARIANTS = {
     "multislerp": {"weight": [0.5, 1.0, 2.0]},
     "karcher": {"max_iter": 50, "tol": 1e-9},
     "cart": {"rank_fraction": 0.5, "scale": 0.7},
+    "wudi": {"iterations": 200, "lr": 3e-3, "scale": 0.5},
     "dare": {"drop_rate": 0.3, "combine": "ties", "seed": 7},
     "regmean": {"alpha": 0.5},
     "actmat": {"rtol": 1e-8},
@@ -506,3 +507,23 @@ def test_expert_count_is_checked(name, n):
 
     with pytest.raises(MergeInputError, match=f"method '{name}' merges"):
         methods()[name].check_expert_count(n)
+
+
+def test_wudi_moves_toward_the_closed_form_minimiser():
+    """The objective is quadratic: its minimiser solves τA = B (A = Σ Δ_tᵀΔ_t/‖Δ_t‖², B = Σ
+    Δ_t Δ_tᵀΔ_t/‖Δ_t‖²). Adam from τ = Σ Δ_t lowers the objective and approaches it."""
+    d, _ = make_case(41, m=12, n=6)
+    a = sum(x.T @ x / np.sum(x * x) for x in d)
+    b = sum(x @ x.T @ x / np.sum(x * x) for x in d)
+    best = np.linalg.solve(a.T, b.T).T
+
+    def objective(tau):
+        return sum(np.sum(((tau - x) @ x.T) ** 2) / np.sum(x * x) for x in d)
+
+    got, info = run("wudi", d, None, {"iterations": 2000, "lr": 1e-3})
+    assert info["objective_start"] == pytest.approx(objective(d.sum(0)), rel=1e-4)
+    assert info["objective_end"] == pytest.approx(objective(got), rel=1e-3)
+    gap = info["objective_end"] - objective(best)
+    assert 0 <= gap < 0.05 * (info["objective_start"] - objective(best))
+    assert rel_err(got, best) < 0.3 * rel_err(d.sum(0), best)
+    assert info["iterations"] == 2000 and info["seconds"] >= 0

@@ -28,4 +28,5 @@ from merges.methods import (  # noqa: F401
     task_arithmetic,
     ties,
     tsv,
+    wudi,
 )
