@@ -25,18 +25,20 @@ def wudi(task: TensorTask, p: WudiParams):
     norms = torch.linalg.vector_norm(d.reshape(d.shape[0], -1), dim=1).square()
     a = torch.zeros(d.shape[2], d.shape[2], dtype=d.dtype, device=d.device)
     b = torch.zeros_like(d[0])
+    const = 0.0  # Σ_t tr(Δ_t G_t Δ_tᵀ)
     for x, sq in zip(d, norms, strict=True):
         if sq > 0:
             g = (x.T @ x) / sq
             a += g
-            b += x @ g
+            xg = x @ g
+            b += xg
+            const += float((xg * x).sum())
     tau = torch.nn.Parameter(d.sum(0))
     opt = torch.optim.Adam([tau], lr=p.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
 
     def objective() -> float:
         """Σ_t tr((τ − Δ_t) G_t (τ − Δ_t)ᵀ) = tr(τAτᵀ) − 2 tr(τBᵀ) + Σ_t tr(Δ_t G_t Δ_tᵀ)."""
         with torch.no_grad():
-            const = sum(float((x @ (x.T @ x) * x).sum() / sq) for x, sq in zip(d, norms) if sq > 0)
             return float(((tau @ a) * tau).sum() - 2 * (tau * b).sum()) + const
 
     start = objective()
