@@ -12,6 +12,7 @@ gradients or filters, `union` tokenizers, chat templates, other keys) is one err
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from merges.errors import MergeInputError
@@ -50,8 +51,8 @@ def _scalar(value, where: str):
     if isinstance(value, bool | int | float | str):
         return value
     raise MergeInputError(
-        f"mergekit config: {where} is {type(value).__name__} ({value!r}); per-layer gradients and "
-        "filters are not supported, give one number"
+        f"{where} is {type(value).__name__} ({value!r}); per-layer gradients and filters are not "
+        "supported, give one number"
     )
 
 
@@ -86,8 +87,8 @@ def _defaults(method: str) -> dict:
     return {"sce": {"variant": "mergekit"}}.get(method, {})
 
 
-def read_mergekit_config(path: Path, output: Path, device: str = "auto") -> MergeSpec:
-    """The MergeSpec that gives mergekit's result for the config at `path`."""
+def read_yaml(path: Path) -> dict:
+    """The config file as a mapping of supported keys, or one MergeInputError naming the key."""
     import yaml
 
     path = Path(path)
@@ -112,81 +113,98 @@ def read_mergekit_config(path: Path, output: Path, device: str = "auto") -> Merg
             raise MergeInputError(
                 f"mergekit config {path}: unknown key {key!r}; supported: {', '.join(sorted(TOP_KEYS))}"
             )
+    return raw
+
+
+@dataclass
+class Translated:
+    """A mergekit config in this project's terms; models as `resolve` returned them."""
+
+    method: str
+    base: object | None  # None: the config has no base_model (linear, karcher)
+    experts: list
+    params: dict
+    dtype: str
+    tokenizer: object | None  # None: the base's
+
+
+def translate(raw: dict, where: str, resolve) -> Translated:
+    """`raw` (from read_yaml) with every model reference passed through `resolve(ref, key)`,
+    which returns a comparable identity (a folder, a run's model name) or raises."""
     name = raw.get("merge_method")
-    if name == "passthrough" or name == "arcee_fusion":
-        raise MergeInputError(
-            f"mergekit config {path}: merge_method {name!r} is not supported (README)"
-        )
+    if name in ("passthrough", "arcee_fusion"):
+        raise MergeInputError(f"{where}: merge_method {name!r} is not supported (README)")
     method = get_method(str(name))
-    root = path.parent
     models = raw.get("models") or []
     if not isinstance(models, list) or not models:
-        raise MergeInputError(f"mergekit config {path}: 'models' must list the models to merge")
-    base = raw.get("base_model")
-    base_dir = _folder(base, "base_model", root) if base is not None else None
+        raise MergeInputError(f"{where}: 'models' must list the models to merge")
+    base = resolve(raw["base_model"], "base_model") if raw.get("base_model") is not None else None
     experts, per_model = [], {}
     for i, entry in enumerate(models):
         if not isinstance(entry, dict) or "model" not in entry:
-            raise MergeInputError(f"mergekit config {path}: models[{i}] needs a 'model' key")
+            raise MergeInputError(f"{where}: models[{i}] needs a 'model' key")
         extra = sorted(set(entry) - {"model", "parameters"})
         if extra:
-            raise MergeInputError(
-                f"mergekit config {path}: models[{i}].{extra[0]} is not supported"
-            )
-        folder = _folder(entry["model"], f"models[{i}].model", root)
-        if base_dir is not None and folder.resolve() == base_dir.resolve() and name not in NO_BASE:
+            raise MergeInputError(f"{where}: models[{i}].{extra[0]} is not supported")
+        model = resolve(entry["model"], f"models[{i}].model")
+        if base is not None and model == base and name not in NO_BASE:
             continue  # the base listed among the models (slerp, nearswap, model_stock configs)
         for key, value in (entry.get("parameters") or {}).items():
-            where = f"models[{i}].parameters.{key}"
+            key_where = f"models[{i}].parameters.{key}"
             if key not in PER_MODEL:
-                raise MergeInputError(
-                    f"mergekit config {path}: {where} is not a per-model parameter here"
-                )
-            per_model.setdefault(key, {})[len(experts)] = _scalar(value, where)
-        experts.append(folder)
-    if base_dir is None:
-        if name not in NO_BASE:
-            raise MergeInputError(f"mergekit config {path}: merge_method {name!r} needs base_model")
-        base_dir = experts[0]  # W_0 only reconstructs W_t here: any listed model serves
+                raise MergeInputError(f"{where}: {key_where} is not a per-model parameter here")
+            per_model.setdefault(key, {})[len(experts)] = _scalar(value, f"{where}: {key_where}")
+        experts.append(model)
+    if base is None and name not in NO_BASE:
+        raise MergeInputError(f"{where}: merge_method {name!r} needs base_model")
     params = _defaults(method.name)
     for key, value in (raw.get("parameters") or {}).items():
-        if key in INERT:
-            continue
-        params[RENAMED.get(key, key)] = _scalar(value, f"parameters.{key}")
+        if key not in INERT:
+            params[RENAMED.get(key, key)] = _scalar(value, f"{where}: parameters.{key}")
     for key, values in per_model.items():
         missing = [i for i in range(len(experts)) if i not in values]
         if missing and key not in params:
             raise MergeInputError(
-                f"mergekit config {path}: parameter {key!r} is given for some models but not for "
+                f"{where}: parameter {key!r} is given for some models but not for "
                 f"models[{missing[0]}] and has no global value"
             )
         params[RENAMED.get(key, key)] = [
             values.get(i, params.get(key)) for i in range(len(experts))
         ]
     if method.name in GTA and "weight" not in per_model and "weight" not in params:
-        raise MergeInputError(f"mergekit config {path}: {name} needs a weight for every model")
+        raise MergeInputError(f"{where}: {name} needs a weight for every model")
     method.parse_params(params, [str(i) for i in range(len(experts))])
     out_dtype = raw.get("out_dtype") or raw.get("dtype") or "bfloat16"
     if out_dtype not in OUT_DTYPES:
         raise MergeInputError(
-            f"mergekit config {path}: out_dtype {out_dtype!r} is not supported; use bfloat16 or float32"
+            f"{where}: out_dtype {out_dtype!r} is not supported; use bfloat16 or float32"
         )
     tok = raw.get("tokenizer_source")
     if tok == "union":
-        raise MergeInputError(f"mergekit config {path}: tokenizer_source 'union' is not supported")
-    tok_dir = base_dir if tok in (None, "base") else _folder(tok, "tokenizer_source", root)
-    names = [f"{i}:{Path(e).name}" for i, e in enumerate(experts)]
+        raise MergeInputError(f"{where}: tokenizer_source 'union' is not supported")
+    tokenizer = None if tok in (None, "base") else resolve(tok, "tokenizer_source")
+    return Translated(method.name, base, experts, params, OUT_DTYPES[out_dtype], tokenizer)
+
+
+def read_mergekit_config(path: Path, output: Path, device: str = "auto") -> MergeSpec:
+    """The MergeSpec that gives mergekit's result for the config at `path` (models: folders)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    t = translate(
+        raw, f"mergekit config {path}", lambda ref, key: _folder(ref, key, path.parent).resolve()
+    )
+    base = t.base if t.base is not None else t.experts[0]  # W_0 only reconstructs W_t there
     return MergeSpec(
-        method=method.name,
-        base=base_dir,
-        experts=experts,
+        method=t.method,
+        base=base,
+        experts=t.experts,
         output=Path(output),
-        params=params,
+        params=t.params,
         device=device,
-        dtype=OUT_DTYPES[out_dtype],
-        tokenizer_from=tok_dir,
+        dtype=t.dtype,
+        tokenizer_from=t.tokenizer if t.tokenizer is not None else base,
         rest_policy="method",
-        allow_duplicate_experts=base is None,
-        expert_names=names,
+        allow_duplicate_experts=t.base is None,
+        expert_names=[f"{i}:{Path(e).name}" for i, e in enumerate(t.experts)],
         recipe=f"mergekit config {path.name}",
     )

@@ -120,10 +120,17 @@ def check(config: dict) -> None:
                 f"{src!r} is none of expert, tokenizer_from or an expert ({', '.join(experts)})",
             )
     for mid, m in config["merges"].items():
+        chosen = m.get("experts") or list(experts)
+        stray = [e for e in chosen if e not in experts]
+        if stray:
+            raise ConfigError(
+                f"merges.{mid}.experts", f"{stray[0]!r} is not an expert ({', '.join(experts)})"
+            )
+        chosen = [e for e in experts if e in chosen]
         try:
             method = get_method(m["method"])
-            method.parse_params(m.get("params", {}), list(experts))
-            method.check_expert_count(len(experts))
+            method.parse_params(m.get("params", {}), chosen)
+            method.check_expert_count(len(chosen))
         except InputError as e:
             raise ConfigError(f"merges.{mid}", str(e)) from None
         if method.needs_stats:
@@ -214,8 +221,52 @@ def _check_prompts(config: dict, mid: str, method: str, experts: list[str]) -> N
             raise ConfigError(f"stats.prompts.{e}", "give a file, or hf_dataset and revision")
 
 
+def expand_mergekit_configs(config: dict) -> None:
+    """Each `merges.ID.mergekit_config` becomes the merge it describes (method, experts, params,
+    rest_policy `method`, dtype), its models named by the run's model names."""
+    from merges.mergekit_config import read_yaml, translate
+
+    names = ["base", *config["models"]["experts"]]
+    for mid, m in config["merges"].items():
+        if "mergekit_config" not in m:
+            continue
+        key = f"merges.{mid}.mergekit_config"
+
+        def resolve(ref, where, key=key):
+            if ref not in names:
+                raise ConfigError(
+                    key, f"{where} {ref!r} is none of this run's models ({', '.join(names)})"
+                )
+            return ref
+
+        try:
+            t = translate(read_yaml(Path(m["mergekit_config"])), m["mergekit_config"], resolve)
+        except ConfigError:
+            raise
+        except InputError as e:
+            raise ConfigError(key, str(e)) from None
+        if t.base not in (None, "base") or "base" in t.experts:
+            raise ConfigError(key, "the base is the run's base; list only experts as models")
+        if len(set(t.experts)) != len(t.experts):
+            raise ConfigError(key, "an expert is listed twice")
+        per_expert = {  # lists in the file's model order, as mappings by expert name
+            k: dict(zip(t.experts, v, strict=True))
+            for k, v in t.params.items()
+            if isinstance(v, list)
+        }
+        m.update(
+            method=t.method,
+            params=t.params | per_expert,
+            experts=t.experts,
+            rest_policy="method",
+            dtype=t.dtype,
+        )
+        m.setdefault("recipe", f"mergekit config {m['mergekit_config']}")
+
+
 def load(config: dict) -> dict:
     """The validated config with defaults, checked; raises ConfigError."""
     config = validate_schema(config)
+    expand_mergekit_configs(config)
     check(config)
     return config

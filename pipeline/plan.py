@@ -103,10 +103,15 @@ class Plan:
             return None
         return self.merges[merge_id].get("stats", "per_expert")
 
+    def merge_experts(self, merge_id: str) -> list[str]:
+        """The experts a merge combines: `merges.ID.experts` (in the run's expert order), else all."""
+        chosen = self.merges[merge_id].get("experts")
+        return [e for e in self.experts if e in chosen] if chosen else list(self.experts)
+
     def merge_stats(self, merge_id: str) -> list[str]:
         """Statistics folders a merge reads, one per expert in order (none for data-free methods)."""
         recipe = self.merge_recipe(merge_id)
-        return [self.stats_dir(recipe, e) for e in self.experts] if recipe else []
+        return [self.stats_dir(recipe, e) for e in self.merge_experts(merge_id)] if recipe else []
 
     def merge_setting(self, merge_id: str, key: str):
         return self.merges[merge_id].get(key, self.config["merge_defaults"][key])
@@ -117,8 +122,8 @@ class Plan:
         return {
             "method": m["method"],
             "base": self.model_dir("base"),
-            "experts": [self.model_dir(e) for e in self.experts],
-            "expert_names": list(self.experts),
+            "experts": [self.model_dir(e) for e in self.merge_experts(merge_id)],
+            "expert_names": self.merge_experts(merge_id),
             "output": self.merge_dir(merge_id),
             "params": dict(m.get("params", {})),
             "stats": self.merge_stats(merge_id),

@@ -172,3 +172,26 @@ def test_unsupported_mergekit_config_is_one_error(change, message, tiny_family, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_config_row_from_a_mergekit_config_is_mergekit_yaml(tmp_path, monkeypatch):
+    """`merges.ID.mergekit_config` in a run config (models named by the run's names) plans the
+    merge that `mergekit-yaml` makes from the same file with the names replaced by folders."""
+    from merges.engine import run_merge
+    from merges.spec import spec_from_fields
+    from pipeline.plan import Plan
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    cfg = yaml.safe_load((root / "config/demo.yaml").read_text())
+    spec = Plan(cfg).merge_spec("mergekit_ties")
+    spec["output"] = str(tmp_path / "ours")
+    run_merge(spec_from_fields(spec), progress=False)
+    text = (root / "config/mergekit/ties.yml").read_text()
+    for name in ("base", "math", "code", "if"):
+        text = text.replace(f"model: {name}", f"model: {root / 'demofamily/models' / name}")
+    (tmp_path / "ties.yml").write_text(text)
+    want = mergekit_yaml(tmp_path / "ties.yml", tmp_path / "mergekit")
+    got = read_state(tmp_path / "ours")
+    differ = sum(int((got[k] != want[k]).sum()) for k in got)
+    assert differ <= 1e-4 * sum(v.numel() for v in got.values()), differ

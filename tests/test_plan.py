@@ -147,6 +147,15 @@ def test_an_expert_names_its_domain():
         (lambda c: c["merges"]["ties"].update(stats="authors"), "merges.ties.stats"),
         (lambda c: c["merges"]["ties"].update(params={"density": {"maths": 0.2}}), "merges.ties"),
         (lambda c: c["merges"].update(s={"method": "slerp"}), "merges.s"),
+        (lambda c: c["merges"]["ties"].update(experts=["chem"]), "merges.ties.experts"),
+        (
+            lambda c: c["merges"]["ties"].update(mergekit_config="config/mergekit/ties.yml"),
+            "merges.ties",
+        ),
+        (
+            lambda c: c["merges"].update(m={"mergekit_config": "config/nothing.yml"}),
+            "merges.m.mergekit_config",
+        ),
         (
             lambda c: c["stats"].setdefault("recipes", {}).update(x={"template_from": "chem"}),
             "stats.recipes.x.template_from",

@@ -81,6 +81,23 @@ def test_table1_dry_run_lists_every_stage():
     assert "allenai--Olmo-3-7B-RL-Zero-IF/3cae007c5324a9a06ee6780f03b848bc7b8fd440" in out
 
 
+def test_table1_with_more_methods_adds_rows_only():
+    """The overlay adds merge rows to the same run: the paper's rows and inputs are unchanged."""
+    more = yaml.safe_load((ROOT / "config/table1_more_methods.yaml").read_text())["merges"]
+    r = snakemake("-n", "--configfile", "config/table1.yaml", "config/table1_more_methods.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["merge_model"] == 12 + len(more) and counts["download_model"] == 4
+    assert counts["generate_samples"] == 16 + len(more)
+    for merge in ("task_arithmetic", "regmean", *more):
+        assert f"results/table1/models/{merge}" in out
+
+
 def test_lint_is_clean():
     r = snakemake("--lint")
     assert r.returncode == 0 and "Lints for" not in r.stdout + r.stderr, (r.stdout + r.stderr)[

@@ -23,7 +23,7 @@ rule merge_model:
     input:
         spec=f"results/{RUN}/specs/{{merge_id}}.json",
         base=PLAN.model_dir("base"),
-        experts=[PLAN.model_dir(e) for e in EXPERTS],
+        experts=lambda w: [PLAN.model_dir(e) for e in PLAN.merge_experts(w.merge_id)],
         verified=f"results/{RUN}/models/verified.json",
         stats=lambda w: PLAN.merge_stats(w.merge_id),
         code=merge_code,
