@@ -7,8 +7,9 @@ hub. Experts carry RL-like deltas: 10% of the entries moved by 1 to 3 bf16 ulps,
 entries round back to the base. They are generated once per workdir (seeded) and reused.
 
 Rows: the I/O floor (read every input byte, write an output of the same size, no merging); each
-method through `python -m merges run`; mergekit's `mergekit-yaml` for task_arithmetic and ties
-when it is installed (RegMean gets seeded synthetic Grams, one folder shared by the experts).
+method through `python -m merges run`; for every method mergekit also has, the same mergekit YAML
+through `merges run --mergekit-config` and through `mergekit-yaml` when it is installed (RegMean
+gets seeded synthetic Grams, one folder shared by the experts).
 Each is a child process measured by `merges.measure`: wall time, peak
 anonymous memory of the process tree, bytes read and written.
 """
@@ -33,9 +34,28 @@ from merges.registry import get_method
 VOCAB, HIDDEN, INTER = 100278, 4096, 11008
 GB = 1e9
 SHARD_BYTES = 1024**3
-MERGEKIT = {  # our method -> (mergekit method, per-model parameters, global parameters)
-    "task_arithmetic": ("task_arithmetic", {"weight": 0.4}, {"normalize": False}),
-    "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
+# Methods mergekit also has: both rows run the same mergekit YAML (ours through
+# `merges run --mergekit-config`), so both do the same work: every tensor merged, mergekit's variants.
+# method -> (per-model parameters, global parameters, experts merged)
+MERGEKIT = {
+    "task_arithmetic": ({"weight": 0.4}, {"normalize": False}, 3),
+    "ties": ({"weight": 1.0, "density": 0.2}, {"normalize": True}, 3),
+    "linear": ({"weight": 1.0}, {}, 3),
+    "slerp": ({}, {"t": 0.5}, 1),
+    "nuslerp": ({"weight": 1.0}, {}, 2),
+    "multislerp": ({"weight": 1.0}, {}, 3),
+    "karcher": ({}, {}, 3),
+    "model_stock": ({}, {}, 3),
+    "breadcrumbs": ({"weight": 0.4, "density": 0.9, "gamma": 0.01}, {}, 3),
+    "breadcrumbs_ties": ({"weight": 0.4, "density": 0.9, "gamma": 0.01}, {}, 3),
+    "della": ({"weight": 1.0, "density": 0.7, "epsilon": 0.07}, {}, 3),
+    "della_linear": ({"weight": 0.4, "density": 0.7, "epsilon": 0.07}, {}, 3),
+    "dare_linear": ({"weight": 0.4, "density": 0.5}, {}, 3),
+    "dare_ties": ({"weight": 0.4, "density": 0.5}, {}, 3),
+    "sce": ({}, {"select_topk": 0.5}, 3),
+    "ram": ({}, {}, 3),
+    "ramplus_tl": ({}, {}, 3),
+    "nearswap": ({}, {"t": 1e-4}, 1),
 }
 
 FLOOR = textwrap.dedent(
@@ -203,15 +223,22 @@ def _block_seconds(out: Path, layers: int) -> dict:
 
 
 def _mergekit_config(method: str, folders: list[Path], path: Path) -> None:
-    mk_method, per_model, params = MERGEKIT[method]
+    per_model, params, n = MERGEKIT[method]
+    models = [
+        {"model": str(f), **({"parameters": per_model} if per_model else {})}
+        for f in folders[1 : 1 + n]
+    ]
     cfg = {
-        "merge_method": mk_method,
+        "merge_method": method,
         "base_model": str(folders[0]),
-        "models": [{"model": str(f), "parameters": dict(per_model)} for f in folders[1:]],
-        "parameters": params,
+        "models": ([{"model": str(folders[0])}] if method in ("slerp", "nearswap") else [])
+        + models,
+        **({"parameters": params} if params else {}),
         "dtype": "float32",
         "out_dtype": "bfloat16",
     }
+    if method in ("linear", "karcher"):  # over the listed models only
+        del cfg["base_model"]
     path.write_text(json.dumps(cfg, indent=2))
 
 
@@ -262,8 +289,14 @@ def bench(
         raise SystemExit("--mergekit on: mergekit-yaml is not installed (pip install mergekit)")
     for method in methods:
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "merges", "run", "--method", method, "--base", str(folders[0])]
-        cmd += sum((["--expert", str(f)] for f in folders[1:]), [])
+        cmd = [sys.executable, "-m", "merges", "run"]
+        if method in MERGEKIT:
+            cfg = workdir / f"mergekit-{method}.yaml"
+            _mergekit_config(method, folders, cfg)
+            cmd += ["--mergekit-config", str(cfg)]
+        else:
+            cmd += ["--method", method, "--base", str(folders[0])]
+            cmd += sum((["--expert", str(f)] for f in folders[1:]), [])
         cmd += ["--output", str(out), "--device", device, "--quiet"]
         if get_method(method).needs_stats:
             cmd += ["--stats", str(make_stats(workdir, layers))] * 3

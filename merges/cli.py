@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mergekit",
         default="auto",
         choices=["auto", "on", "off"],
-        help="mergekit rows (task_arithmetic, ties): auto = when mergekit-yaml is installed",
+        help="mergekit rows (every method mergekit also has): auto = when mergekit-yaml is installed",
     )
     b.add_argument("--threads", type=positive_int, help="torch/OMP threads (default: all CPUs)")
     b.add_argument("--json", help="write the record here (default WORKDIR/bench.json)")

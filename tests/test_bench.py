@@ -2,9 +2,10 @@
 
 import sys
 
+import pytest
 import torch
 
-from merges.bench_scale import _rl_delta
+from merges.bench_scale import MERGEKIT, _rl_delta
 from merges.measure import run_measured
 
 
@@ -42,3 +43,16 @@ def test_rl_deltas_move_a_tenth_of_entries_by_a_few_ulps():
         assert torch.isfinite(wt.float()).all()
         assert steps.max() <= 3 and 0.08 < (steps > 0).float().mean() < 0.12
         assert (wt.view(-1)[:50] == 0).all()
+
+
+@pytest.mark.parametrize("method", sorted(MERGEKIT))
+def test_every_mergekit_row_config_reads_as_the_same_method(method, tiny_family, tmp_path):
+    """The bench's shared YAML is accepted by --mergekit-config as that method, on the experts
+    that mergekit will merge."""
+    from merges.bench_scale import _mergekit_config
+    from merges.mergekit_config import read_mergekit_config
+
+    base, experts = tiny_family
+    _mergekit_config(method, [base, *experts], tmp_path / "c.yaml")
+    spec = read_mergekit_config(tmp_path / "c.yaml", tmp_path / "out")
+    assert spec.method == method and len(spec.experts) == MERGEKIT[method][2]
