@@ -29,7 +29,10 @@ def average(d, g, p):
 
 def task_arithmetic(d, g, p):
     w = _per(p, "weight", d.shape[0], 1.0)
-    return p.get("scale", 0.4) * sum(wt * x for wt, x in zip(w, d, strict=True))
+    total = sum(wt * x for wt, x in zip(w, d, strict=True))
+    if p.get("normalize") and abs(sum(w)) >= 1e-8:
+        total = total / sum(w)
+    return p.get("scale", 0.4) * total
 
 
 def _ties_core(trimmed, w=None, normalize=True):

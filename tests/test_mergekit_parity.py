@@ -58,6 +58,16 @@ CASES = {
         False,
         0.01,
     ),
+    "task_arithmetic_normalised": (
+        "task_arithmetic",
+        {"weight": W3, "scale": 0.7, "normalize": True},
+        "task_arithmetic",
+        {"lambda": 0.7, "normalize": True},
+        [{"weight": w} for w in W3],
+        3,
+        False,
+        0.01,
+    ),
     "ties": (
         "ties",
         {"density": [0.2, 0.3, 0.5], "weight": W3, "variant": "mergekit"},

@@ -16,7 +16,7 @@ from tests import reference_formulas as ref
 METHODS = sorted(methods())
 # Non-default parameters also checked against the reference (where a method has any).
 VARIANTS = {
-    "task_arithmetic": {"scale": 0.7, "weight": [0.5, 1.0, 2.0]},
+    "task_arithmetic": {"scale": 0.7, "weight": [0.5, 1.0, 2.0], "normalize": True},
     "ties": {"density": [0.5, 0.3, 0.7], "scale": 1.3, "weight": [1.0, 0.5, 2.0]},
     "linear": {"weight": [0.2, 0.3, 1.5], "normalize": False},
     "dare_linear": {"density": [0.3, 0.6, 0.9], "weight": [0.5, 1.0, 0.2], "rescale": "l1"},

@@ -6,12 +6,17 @@ from merges.registry import Params, PerExpert, TensorTask, expert_values, per_ex
 class TaskArithmeticParams(Params):
     scale: float = Field(0.4, description="λ in Δ* = λ Σ_t w_t Δ_t (0.4: the Table 1 setting)")
     weight: PerExpert() = per_expert(1.0, "w_t (mergekit's weight)")
+    normalize: bool = Field(False, description="divide by Σ_t w_t (mergekit's normalize)")
 
 
 @register("task_arithmetic", TaskArithmeticParams, matrix_only=False, elementwise=True)
 def task_arithmetic(task: TensorTask, p: TaskArithmeticParams):
-    """Task Arithmetic: Δ* = λ Σ_t w_t Δ_t (Ilharco et al. 2023, arXiv 2212.04089)."""
+    """Task Arithmetic: Δ* = λ Σ_t w_t Δ_t (Ilharco et al. 2023, arXiv 2212.04089), or
+    λ Σ_t w_t Δ_t / Σ_t w_t with normalize (a sum below 1e-8 in magnitude counts as 1, as mergekit)."""
     w = expert_values(p.weight, task.deltas.shape[0])
-    if all(x == 1 for x in w):
+    if all(x == 1 for x in w) and not p.normalize:
         return p.scale * task.deltas.sum(0)
-    return p.scale * sum(x * d for x, d in zip(w, task.deltas, strict=True))
+    merged = sum(x * d for x, d in zip(w, task.deltas, strict=True))
+    if p.normalize and abs(sum(w)) >= 1e-8:
+        merged = merged / sum(w)
+    return p.scale * merged
