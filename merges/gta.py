@@ -41,61 +41,89 @@ def uniform(shape, seed: int, device) -> torch.Tensor:
     return torch.rand(shape, generator=g, dtype=torch.float32).to(device)
 
 
-def rescaled(x: torch.Tensor, masked: torch.Tensor, how: str, keep_prob) -> torch.Tensor:
-    """inverse: M ⊙ Δ / p (the DARE paper's 1/(1 − drop)); l1: M ⊙ Δ · ‖Δ‖₁/‖M ⊙ Δ‖₁ (mergekit's
-    `rescale`, left unscaled when either norm is below 1e-7); none: M ⊙ Δ."""
+def drop_(x: torch.Tensor, keep: torch.Tensor, how: str, keep_prob) -> torch.Tensor:
+    """In place, x ← rescale(M ⊙ x) for the keep mask M. inverse: ÷ p (the DARE paper's
+    1/(1 − drop); DELLA's per-entry p); l1: × ‖x‖₁/‖M ⊙ x‖₁ (mergekit's `rescale`, left unscaled
+    when either norm is below 1e-7); none: M ⊙ x."""
+    before = x.abs().sum() if how == "l1" else None
+    x.masked_fill_(~keep, 0)
     if how == "inverse":
-        return masked.div_(keep_prob)
+        return x.div_(keep_prob)
     if how == "l1":
-        before, after = x.abs().sum(), masked.abs().sum()
+        after = x.abs().sum()
         if before < 1e-7 or after < 1e-7:
-            return masked
-        return masked.mul_(before / after)
-    return masked
+            return x
+        return x.mul_(before / after)
+    return x
+
+
+def row_blocks(d: torch.Tensor, entries: int = 1 << 20):
+    """d as [rows, last dim] (a 1-D tensor is one row), in blocks of about `entries` entries."""
+    rows = d.reshape(1, -1) if d.dim() < 2 else d.reshape(-1, d.shape[-1])
+    step = max(1, entries // max(1, rows.shape[1]))
+    return [rows[r : r + step] for r in range(0, rows.shape[0], step)]
 
 
 def top_k_exact(x: torch.Tensor, density: float) -> torch.Tensor:
     """Keep exactly max(1, int(density·n)) entries of largest |x| (ties broken by torch.argsort's
-    order, as mergekit's `magnitude`); density ≥ 1 keeps all."""
+    order, as mergekit's `magnitude`); density ≥ 1 keeps all. Overwrites and returns x."""
     if density >= 1:
-        return x.clone()
+        return x
     k = max(1, int(density * x.numel()))
+    order = torch.argsort(x.abs().reshape(-1), descending=True)
     keep = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
-    keep[torch.argsort(x.abs().reshape(-1), descending=True)[:k]] = True
-    return torch.where(keep.view(x.shape), x, 0.0)
+    keep[order[:k]] = True
+    del order
+    return x.masked_fill_(~keep.view(x.shape), 0)
 
 
-def consensus_mask(d: torch.Tensor) -> torch.Tensor:
-    """k_t = [sign δ_t = γ], γ = +1 where Σ_t δ_t ≥ 0 else −1 (mergekit's `sum` consensus)."""
-    gamma = torch.where(d.sum(0) >= 0, 1.0, -1.0)
-    return d.sign() == gamma
+def positive_majority(d: torch.Tensor) -> torch.Tensor:
+    """γ = +1 (True) where Σ_t δ_t ≥ 0, else −1 (False): mergekit's `sum` consensus."""
+    return d.sum(0) >= 0
+
+
+def agrees(x: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """[sign x = γ]: x > 0 where γ = +1, x < 0 where γ = −1 (zeros never agree)."""
+    return torch.where(positive, x > 0, x < 0)
 
 
 def combine(task: TensorTask, sparse: torch.Tensor, p: GtaParams, consensus: bool) -> torch.Tensor:
-    """Δ* from the sparsified deltas [T, ...] (overwritten): weight, consensus, normalise, ×λ."""
-    w = torch.tensor(expert_values(p.weight, sparse.shape[0]), dtype=sparse.dtype)
-    w = w.to(sparse.device).view(-1, *([1] * (sparse.dim() - 1)))
-    d = sparse.mul_(w)
+    """Δ* from the sparsified deltas [T, ...] (overwritten): weight, consensus, normalise, ×λ.
+    One expert at a time, so the temporaries are a few tensors of one expert's size."""
+    w = expert_values(p.weight, sparse.shape[0])
+    for x, wt in zip(sparse, w, strict=True):
+        x.mul_(wt)
+    merged = torch.zeros_like(sparse[0])
     if consensus:
-        keep = consensus_mask(d)
-        merged = torch.where(keep, d, 0.0).sum(0)
-        divisor = (keep * w).sum(0)
-        divisor[divisor == 0] = 1
+        positive = positive_majority(sparse)
+        divisor = torch.zeros_like(merged) if p.normalize else None
+        for x, wt in zip(sparse, w, strict=True):
+            keep = agrees(x, positive)
+            merged.add_(x.masked_fill_(~keep, 0))
+            if divisor is not None:
+                divisor.add_(keep, alpha=wt)
+        if divisor is not None:
+            merged.div_(divisor.masked_fill_(divisor == 0, 1))
     else:
-        merged = d.sum(0)
-        divisor = w.sum()
-        divisor = torch.where(divisor.abs() < 1e-8, 1.0, divisor)
-    if p.normalize:
-        merged = merged / divisor
+        for x in sparse:
+            merged.add_(x)
+        if p.normalize:
+            total = sum(w)
+            merged.div_(1.0 if abs(total) < 1e-8 else total)
     return merged.mul_(p.scale)
 
 
 def sparsify_each(task: TensorTask, p: GtaParams, fn) -> torch.Tensor:
-    """`fn(t, Δ_t, density_t) -> δ_t` for every expert, with each one's nonzero share recorded."""
+    """`fn(t, Δ_t, density_t) -> δ_t` for every expert, written over task.deltas (which it returns),
+    with each one's nonzero share recorded."""
     densities = expert_values(p.density, task.deltas.shape[0])
-    out = torch.stack([fn(t, d, densities[t]) for t, d in enumerate(task.deltas)])
-    record_nonzero(task, out)
-    return out
+    for t, d in enumerate(task.deltas):
+        out = fn(t, d, densities[t])
+        if out.data_ptr() != d.data_ptr():
+            d.copy_(out)
+        del out
+    record_nonzero(task, task.deltas)
+    return task.deltas
 
 
 def record_nonzero(task: TensorTask, sparse: torch.Tensor) -> None:

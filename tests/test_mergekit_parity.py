@@ -33,6 +33,8 @@ mk_config = pytest.importorskip("mergekit.config")
 NAMES = ["math", "code", "if"]
 W3 = [0.5, 0.3, 0.8]
 
+# nuslerp's 0.05: its angle is ⟨Δ_1, Δ_2⟩/(‖Δ_1‖‖Δ_2‖), without mergekit's two unit-vector copies
+# of the tensor (memory); fp32 rounding of cos Ω moves the result by up to 0.03 ulp (measured).
 # id: (project method, project params, mergekit method, mergekit global parameters,
 #      mergekit per-model parameters (one dict per expert), experts used, base listed as a model,
 #      tolerance in bf16 ulps of the merged value)
@@ -183,7 +185,7 @@ CASES = {
         [{"weight": 1.0}, {"weight": 2.0}],
         2,
         False,
-        0.01,
+        0.05,
     ),
     "nuslerp_rows": (
         "nuslerp",

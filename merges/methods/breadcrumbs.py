@@ -21,33 +21,35 @@ class BreadcrumbsParams(gta.GtaParams):
     )
 
 
-def row_crumbs(d: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
-    """In each row of n (a 1-D tensor is one row): keep magnitude ranks [⌊gamma·n⌋,
-    ⌊gamma·n⌋ + ⌊density·n⌋) counted from the largest."""
-    rows = d.reshape(1, -1) if d.dim() < 2 else d.reshape(-1, d.shape[-1])
-    n = rows.shape[1]
-    top, keep_n = int(gamma * n), int(density * n)
-    order = torch.argsort(rows.abs(), dim=1, descending=True)[:, top : top + keep_n]
-    keep = torch.zeros_like(rows, dtype=torch.bool).scatter_(1, order, True)
-    return torch.where(keep, rows, 0.0).view(d.shape)
+def keep_mask(d: torch.Tensor, density: float, gamma: float, per_row: bool) -> torch.Tensor:
+    """Per row (a 1-D tensor is one row) of n: magnitude ranks [⌊gamma·n⌋, ⌊gamma·n⌋ + ⌊density·n⌋)
+    counted from the largest, ranked in row blocks. Over the tensor (mergekit): sort |Δ| ascending
+    (torch.sort's order for ties, as mergekit), keep ranks [n_bot, n_bot + ⌊density·n⌋),
+    n_bot = max(0, n − ⌊density·n⌋ − ⌊gamma·n⌋)."""
+    keep = torch.zeros(d.shape, dtype=torch.bool, device=d.device)
+    if per_row:
+        for block, out in zip(gta.row_blocks(d), gta.row_blocks(keep), strict=True):
+            n = block.shape[1]
+            top, keep_n = int(gamma * n), int(density * n)
+            order = torch.argsort(block.abs(), dim=1, descending=True)[:, top : top + keep_n]
+            out.scatter_(1, order, True)
+        return keep
+    n = d.numel()
+    keep_n, top_n = int(density * n), int(gamma * n)
+    bot = max(0, n - keep_n - top_n)
+    keep.view(-1)[torch.sort(d.abs().reshape(-1)).indices[bot : bot + keep_n]] = True
+    return keep
 
 
 def crumbs(task: TensorTask, p) -> torch.Tensor:
-    """Per expert, the breadcrumbs mask (by row, or mergekit's over the tensor: sort |Δ_t|
-    ascending, keep ranks [n_bot, n_bot + ⌊density·n⌋), n_bot = max(0, n − ⌊density·n⌋ − ⌊gamma·n⌋))."""
+    """Per expert, the breadcrumbs mask (`keep_mask`) and the rescale, over task.deltas."""
     gammas = expert_values(p.gamma, task.deltas.shape[0])
 
     def one(t, d, density):
         if density >= 1:
-            return d.clone()
-        if p.variant == "official":
-            return gta.rescaled(d, row_crumbs(d, density, gammas[t]), p.rescale, 1.0)
-        n = d.numel()
-        keep_n, top_n = int(density * n), int(gammas[t] * n)
-        bot = max(0, n - keep_n - top_n)
-        keep = torch.zeros(n, dtype=torch.bool, device=d.device)
-        keep[torch.sort(d.abs().reshape(-1)).indices[bot : bot + keep_n]] = True
-        return gta.rescaled(d, torch.where(keep.view(d.shape), d, 0.0), p.rescale, 1.0)
+            return d
+        keep = keep_mask(d, density, gammas[t], p.variant == "official")
+        return gta.drop_(d, keep, p.rescale, 1.0)
 
     return gta.sparsify_each(task, p, one)
 

@@ -23,9 +23,9 @@ def drop_and_rescale(task: TensorTask, p) -> torch.Tensor:
 
     def one(t, d, density):
         if density >= 1:
-            return d.clone()
+            return d
         keep = dare_mask(d.shape, 1 - density, gta.task_seed(p.seed, t, task.name)).to(d.device)
-        return gta.rescaled(d, d * keep, p.rescale, density)
+        return gta.drop_(d, keep, p.rescale, density)
 
     return gta.sparsify_each(task, p, one)
 

@@ -20,12 +20,14 @@ class DellaParams(gta.GtaParams):
 
 def keep_probabilities(d: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """MAGPRUNE: in each row (a 1-D tensor is one row), the entry of magnitude rank r (1 = smallest)
-    of n is kept with p = density − ε + 2ε (r − 1)/(n − 1)."""
-    rows = d.reshape(1, -1) if d.dim() < 2 else d.reshape(d.shape[0], -1)
-    n = rows.shape[1]
-    ranks = torch.argsort(torch.argsort(rows.abs(), dim=1), dim=1).to(torch.float32)
-    frac = ranks / (n - 1) if n > 1 else torch.zeros_like(ranks)
-    return ((density - epsilon) + 2 * epsilon * frac).view(d.shape)
+    of n is kept with p = density − ε + 2ε (r − 1)/(n − 1). Ranked in row blocks."""
+    prob = torch.empty_like(d)
+    for block, out in zip(gta.row_blocks(d), gta.row_blocks(prob), strict=True):
+        n = block.shape[1]
+        ranks = torch.argsort(torch.argsort(block.abs(), dim=1), dim=1).to(torch.float32)
+        frac = ranks / (n - 1) if n > 1 else torch.zeros_like(ranks)
+        out.copy_((density - epsilon) + 2 * epsilon * frac)
+    return prob
 
 
 def magprune(task: TensorTask, p) -> torch.Tensor:
@@ -33,12 +35,11 @@ def magprune(task: TensorTask, p) -> torch.Tensor:
 
     def one(t, d, density):
         if density >= 1:
-            return d.clone()
+            return d
         gta.check_window(density, eps[t], f"{task.name}: della")
         prob = keep_probabilities(d, density, eps[t])
         keep = gta.uniform(d.shape, gta.task_seed(p.seed, t, task.name), d.device) < prob
-        scale = prob if p.rescale == "inverse" else density
-        return gta.rescaled(d, torch.where(keep, d, 0.0), p.rescale, scale)
+        return gta.drop_(d, keep, p.rescale, prob if p.rescale == "inverse" else density)
 
     return gta.sparsify_each(task, p, one)
 

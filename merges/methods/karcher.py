@@ -16,14 +16,16 @@ def karcher(task: TensorTask, p: KarcherParams):
     mean), m_0 = normalised mean of the u_t; m ← exp_m(Σ α_t θ_t/sin θ_t (u_t − cos θ_t m)),
     θ_t = arccos⟨m, u_t⟩, until the step's norm < tol; W* = (Σ_t α_t ‖W_t‖) m; Δ* = W* − W_0."""
     n = task.deltas.shape[0]
-    w = (task.deltas + task.base).reshape(n, -1)
     if n == 1:
         return task.deltas[0]
+    w = task.deltas.reshape(n, -1)
+    for x in w:  # in place: W_t, then (below) W_t/‖W_t‖
+        x.add_(task.base.reshape(-1))
     norms = torch.linalg.vector_norm(w, dim=-1)
     valid = [i for i in range(n) if float(norms[i]) > p.tol]
     if not valid:
         return -task.base
-    units = [w[i] / norms[i] for i in valid]
+    units = [w[i].div_(norms[i]) for i in valid]
     alpha = 1.0 / len(valid)
     mean = sum(alpha * u for u in units)
     mn = torch.linalg.vector_norm(mean)

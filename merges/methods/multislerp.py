@@ -1,3 +1,5 @@
+import math
+
 import torch
 from pydantic import Field
 
@@ -20,22 +22,30 @@ def multislerp(task: TensorTask, p: MultislerpParams):
     if n == 1:
         return task.deltas[0]
     d = task.deltas.reshape(n, -1)
-    w = torch.tensor(expert_values(p.weight, n), dtype=d.dtype, device=d.device)
+    w = expert_values(p.weight, n)
     if p.normalize_weights:
-        w = w / w.sum()
-    norms = torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-    u = d / (norms + p.eps)
-    mean = (u * w[:, None]).sum(0)
-    mean_norm = torch.linalg.vector_norm(mean)
+        w = [x / sum(w) for x in w]
+    norms = [float(torch.linalg.vector_norm(x)) for x in d]
+    for x, nt in zip(d, norms, strict=True):  # in place: the unit vectors u_t
+        x.div_(nt + p.eps)
+    mean = torch.zeros_like(d[0])
+    for x, wt in zip(d, w, strict=True):
+        mean.add_(x * wt)
+    mean_norm = float(torch.linalg.vector_norm(mean))
     if mean_norm < p.eps:
-        if n == 2:
-            return (d[0] * w[0] + d[1] * w[1]).view(task.deltas.shape[1:])
+        if n == 2:  # mergekit's linear fallback, on the task vectors
+            out = sum(x * (nt + p.eps) * wt for x, nt, wt in zip(d, norms, w, strict=True))
+            return out.view(task.deltas.shape[1:])
         raise MergeInputError(
             f"multislerp: the weighted unit task vectors of tensor {task.name} cancel out; "
             "give other weights"
         )
-    mean = mean / mean_norm
-    tangent = ((u - (u * mean).sum(-1, keepdim=True) * mean) * w[:, None]).sum(0)
-    tn = torch.linalg.vector_norm(tangent) + p.eps
-    out = mean * torch.cos(tn) + tangent * (torch.sin(tn) / tn)
-    return (out * (norms.squeeze(-1) * w).sum()).view(task.deltas.shape[1:])
+    mean.div_(mean_norm)
+    tangent = torch.zeros_like(mean)
+    for x, wt in zip(d, w, strict=True):
+        tangent.add_((x - float((x * mean).sum()) * mean) * wt)
+    tn = float(torch.linalg.vector_norm(tangent)) + p.eps
+    out = mean.mul_(math.cos(tn)).add_(tangent.mul_(math.sin(tn) / tn))
+    return out.mul_(sum(nt * wt for nt, wt in zip(norms, w, strict=True))).view(
+        task.deltas.shape[1:]
+    )

@@ -1,3 +1,5 @@
+import math
+
 import torch
 from pydantic import Field
 
@@ -22,9 +24,16 @@ def nuslerp(task: TensorTask, p: NuslerpParams):
     t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
     shape = task.deltas.shape[1:]
     a, b = task.deltas[0], task.deltas[1]
-    if p.flatten:
-        a, b = a.reshape(-1), b.reshape(-1)
-    elif p.row_wise:
+    if p.flatten:  # one angle for the tensor: scalars, no unit-vector copies
+        na = float(torch.linalg.vector_norm(a))
+        nb = float(torch.linalg.vector_norm(b))
+        cos = min(1.0, max(-1.0, float((a * b).sum()) / (max(na, 1e-7) * max(nb, 1e-7))))
+        if 1 - cos * cos <= 1e-16:
+            return a.mul_(1 - t).add_(b * t)
+        omega = math.acos(cos)
+        s = math.sin(omega)
+        return a.mul_(math.sin((1 - t) * omega) / s).add_(b * (math.sin(t * omega) / s))
+    if p.row_wise:
         a, b = a.transpose(0, -1), b.transpose(0, -1)
     ua = a / torch.linalg.vector_norm(a, dim=-1, keepdim=True).clamp(min=1e-7)
     ub = b / torch.linalg.vector_norm(b, dim=-1, keepdim=True).clamp(min=1e-7)

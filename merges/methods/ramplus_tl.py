@@ -1,7 +1,6 @@
 import torch
 from pydantic import Field
 
-from merges.methods.ram import ram_parts
 from merges.registry import Params, TensorTask, register
 
 
@@ -17,11 +16,19 @@ def ramplus_tl(task: TensorTask, p: RamPlusParams):
     ρ_t = #(changed by t and others) / max(#(changed by t only), ε), λ_t = 1 + r·clip(ρ_t, 0, α);
     Δ* = Σ_t λ_t Δ_t on entries only t changed, plus the mean of the changes elsewhere."""
     d = task.deltas.reshape(task.deltas.shape[0], -1)
-    changed, count = ram_parts(d, p.epsilon)
+    count = torch.zeros(d.shape[1], dtype=torch.int16, device=d.device)
+    for x in d:
+        count += x.abs() > p.epsilon
     unique, shared = count == 1, count > 1
-    rho = (changed & shared).sum(1) / (changed & unique).sum(1).clamp(min=p.epsilon)
-    lam = 1 + p.r * rho.clamp(0, p.alpha)
-    task.info["lambda"] = [round(float(x), 6) for x in lam]
-    dz = d * changed
-    merged = (dz * unique * lam[:, None]).sum(0) + (dz * shared / count.clamp(min=1)).sum(0)
-    return merged.view(task.deltas.shape[1:]).to(torch.float32)
+    lam = []
+    for x in d:
+        changed = x.abs() > p.epsilon
+        rho = int((changed & shared).sum()) / max(int((changed & unique).sum()), p.epsilon)
+        lam.append(1 + p.r * min(max(rho, 0.0), p.alpha))
+    task.info["lambda"] = [round(x, 6) for x in lam]
+    merged = torch.zeros_like(d[0])
+    divisor = count.clamp(min=1).float()
+    for x, lt in zip(d, lam, strict=True):
+        changed = x.abs() > p.epsilon
+        merged.add_(torch.where(changed & unique, x * lt, (x / divisor) * (changed & shared)))
+    return merged.view(task.deltas.shape[1:])

@@ -27,11 +27,11 @@ def slerp(task: TensorTask, p: SlerpParams):
     cos Ω = ⟨W_0/‖W_0‖, W_1/‖W_1‖⟩ (norms below 1e-8 count as 1), W* = sin((1 − t)Ω)/sin Ω · W_0
     + sin(tΩ)/sin Ω · W_1, linear where |cos Ω| > dot_threshold; Δ* = W* − W_0."""
     w0 = task.base.reshape(-1)
-    w1 = (task.base + task.deltas[0]).reshape(-1)
+    w1 = task.deltas[0].reshape(-1).add_(w0)  # in place: W_1
     n0, n1 = torch.linalg.vector_norm(w0), torch.linalg.vector_norm(w1)
     n0, n1 = torch.where(n0 > 1e-8, n0, 1.0), torch.where(n1 > 1e-8, n1, 1.0)
-    cos = ((w0 / n0) * (w1 / n1)).sum().clamp(-1, 1)
+    cos = (torch.dot(w0, w1) / (n0 * n1)).clamp(-1, 1)
     linear = cos.abs() > p.dot_threshold
     a, b = slerp_coefficients(cos, p.t, linear)
     task.info["cos"] = round(float(cos), 8)
-    return (a * w0 + b * w1 - w0).view(task.base.shape)
+    return w1.mul_(b).add_(w0 * (a - 1)).view(task.base.shape)
