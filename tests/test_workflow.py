@@ -46,11 +46,7 @@ def test_table1_dry_run_lists_every_stage():
     r = snakemake("-n", "--configfile", "config/table1.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    counts = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    counts = job_counts(out)
     assert counts["download_model"] == 4 and counts["merge_model"] == 12
     assert (
         counts["generate_samples"] == 16
@@ -87,11 +83,7 @@ def test_table1_with_more_methods_adds_rows_only():
     r = snakemake("-n", "--configfile", "config/table1.yaml", "config/table1_more_methods.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    counts = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    counts = job_counts(out)
     assert counts["merge_model"] == 12 + len(more) and counts["download_model"] == 4
     assert counts["generate_samples"] == 16 + len(more)
     for merge in ("task_arithmetic", "regmean", *more):
