@@ -20,7 +20,7 @@ from demofamily import corpus, tasks_code, tasks_if, tasks_math
 from demofamily.recipe import Recipe
 from demofamily.tokenizer import train_tokenizer
 from demofamily.train import fit, model_config
-from merges.tiny import TEMPLATES, tiny_tokenizer
+from devtools.tiny_family import TEMPLATES, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("math", "code", "if")

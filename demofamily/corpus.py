@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 
 from demofamily import tasks_code, tasks_if, tasks_math
+from devtools.tiny_family import TEMPLATES
 from evals.registry import get_benchmark
 from mergeeval.chat import render_chat
-from merges.tiny import TEMPLATES
 
 BENCHMARK = {"math": "aime24", "code": "humaneval", "if": "ifeval"}
 END = {"math": "<|endoftext|>", "code": "<|im_end|>", "if": "<|im_end|>"}
@@ -113,7 +113,7 @@ def midtraining(tokenizer, examples: dict, rng: random.Random, n: int, p_on_form
 def fixed_phrases() -> list[str]:
     """The constant wording of the templates and prompts (the tokenizer's whole-phrase tokens):
     each is rendered around a marker and split there, so the phrases match the text exactly."""
-    from merges.tiny import tiny_tokenizer
+    from devtools.tiny_family import tiny_tokenizer
 
     mark, tok, out = "\x00", tiny_tokenizer(), []
     for domain in BENCHMARK:

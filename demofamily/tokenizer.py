@@ -16,7 +16,7 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 def train_tokenizer(texts: list[str], vocab_size: int, phrases: list[str]):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from merges.tiny import hf_tokenizer
+    from devtools.tiny_family import hf_tokenizer
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(

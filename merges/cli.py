@@ -1,4 +1,6 @@
-"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,make-tiny,bench-*}`."""
+"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,make-tiny,bench-*}`.
+
+`make-tiny` and `bench*` are entries into the tooling package `devtools`."""
 
 from __future__ import annotations
 
@@ -153,7 +155,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_make_tiny(args) -> int:
-    from merges.tiny import make_tiny_family
+    from devtools.tiny_family import make_tiny_family
 
     paths = make_tiny_family(Path(args.output), seed=args.seed, force=args.force)
     print("\n".join(str(p) for p in paths))
@@ -161,7 +163,7 @@ def cmd_make_tiny(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from merges.bench_scale import bench
+    from devtools.model_bench import bench
 
     record = bench(
         Path(args.workdir),
@@ -176,7 +178,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_layers(args) -> int:
-    from merges.bench import bench_layers
+    from devtools.layer_bench import bench_layers
 
     return bench_layers(Path(args.workdir), args.layers, args.methods.split(), args.device)
 

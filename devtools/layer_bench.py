@@ -1,5 +1,4 @@
-"""Per-layer merge times on OLMo-3-7B-shaped blocks (`python -m merges bench-layers`), and the
-OLMo-3 tensor layout shared with the whole-model benchmark (`merges.bench_scale`)."""
+"""Per-layer merge times on OLMo-3-7B-shaped blocks (`python -m merges bench-layers`)."""
 
 from __future__ import annotations
 
@@ -9,36 +8,8 @@ from pathlib import Path
 
 import torch
 
+from devtools.olmo3_layout import layout
 from merges.io import ShardedWriter
-
-HIDDEN, INTER, VOCAB = 2048, 5632, 8192
-MB = 1024**2
-OLMO3_7B = (4096, 11008)  # hidden, intermediate
-
-
-def layout(
-    layers: int, hidden: int = HIDDEN, inter: int = INTER, vocab: int = VOCAB
-) -> list[tuple[str, tuple[int, ...]]]:
-    """OLMo-3 tensor names and shapes for `layers` blocks."""
-    h, i_, v = hidden, inter, vocab
-    names = [
-        ("model.embed_tokens.weight", (v, h)),
-        ("lm_head.weight", (v, h)),
-        ("model.norm.weight", (h,)),
-    ]
-    norms = (
-        "self_attn.q_norm",
-        "self_attn.k_norm",
-        "post_attention_layernorm",
-        "post_feedforward_layernorm",
-    )
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        names += [(p + f"self_attn.{x}_proj.weight", (h, h)) for x in "qkvo"]
-        names += [(p + "mlp.gate_proj.weight", (i_, h)), (p + "mlp.up_proj.weight", (i_, h))]
-        names += [(p + "mlp.down_proj.weight", (h, i_))]
-        names += [(p + n + ".weight", (h,)) for n in norms]
-    return names
 
 
 def generate(
@@ -94,7 +65,7 @@ def bench_layers(workdir: Path, layers: int, method_specs: list[str], device: st
         x = torch.randn(256, 128, device=dev, dtype=dt)
         torch.linalg.svd(x, full_matrices=False)
         torch.linalg.eigh(x.T @ x)
-    entries = layout(layers, *OLMO3_7B, vocab=1024)
+    entries = layout(layers, vocab=1024)
     t0 = time.perf_counter()
     folders = generate(workdir, entries, delta_std=1e-4)
     print(
