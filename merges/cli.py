@@ -244,14 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML or JSON file with the merge's fields (method, base, experts, output, params, "
         "stats, device, dtype, tokenizer_from, rest_policy, factor_dtype, generation_config_from, "
-        "force, allow_duplicate_experts); relative paths are relative to the current directory; "
-        "replaces every flag below except --quiet",
+        "force, allow_duplicate_experts, recipe, expert_names); relative paths are relative to "
+        "the current directory; replaces every flag below except --quiet",
     )
     r.add_argument(
         "--mergekit-config",
         metavar="FILE.yml",
         help="a mergekit YAML config (models, base_model, merge_method, parameters, dtype); "
-        "with --output (and --device) only",
+        "with --output (and --device, --force) only",
     )
     r.add_argument("--method", help="merge method (see `list`); required without --spec")
     r.add_argument("--base", help="base model folder (safetensors); required without --spec")
