@@ -28,8 +28,20 @@ def cmd_list(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from evals.generate import generate
+    from evals.generate import generate, generate_batch
 
+    single = [f for f in ("model", "suite", "output") if getattr(args, f)]
+    if args.request:
+        if single or not args.manifest:
+            raise EvalInputError(
+                "--request FILE takes --manifest FILE and no --model, --suite or --output "
+                "(the request names them)"
+            )
+        generate_batch(Path(args.request), Path(args.manifest))
+        print(args.manifest)
+        return 0
+    if len(single) < 3 or args.manifest:
+        raise EvalInputError("give --model, --suite and --output (or --request and --manifest)")
     engine = {"tensor_parallel_size": args.tensor_parallel_size}
     if args.gpu_memory_utilization is not None:
         engine["gpu_memory_utilization"] = args.gpu_memory_utilization
@@ -57,8 +69,22 @@ def cmd_generate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from evals.score import score_file
+    from evals.score import score_batch, score_file
 
+    single = [f for f in ("benchmark", "samples", "output") if getattr(args, f)]
+    if args.request:
+        if single or not args.manifest:
+            raise EvalInputError(
+                "--request FILE takes --manifest FILE and no --benchmark, --samples or --output "
+                "(the request names them)"
+            )
+        score_batch(Path(args.request), Path(args.manifest))
+        print(args.manifest)
+        return 0
+    if len(single) < 3 or args.manifest:
+        raise EvalInputError(
+            "give --benchmark, --samples and --output (or --request and --manifest)"
+        )
     inputs = [("samples file", Path(args.samples)), ("data file", args.data and Path(args.data))]
     guard_output(Path(args.output), inputs, kind="file")
     res = score_file(
@@ -69,6 +95,7 @@ def cmd_score(args) -> int:
         source=args.source,
         subset=args.subset,
         allow_uneven=args.allow_uneven,
+        allow_unsandboxed=args.allow_unsandboxed,
     )
     print(json.dumps({k: res[k] for k in ("benchmark", "n_items", "n_samples", "metrics")}))
     return 0
@@ -115,7 +142,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench_score(args) -> int:
-    from evals.bench import bench_score
+    from devtools.score_bench import bench_score
 
     return bench_score(Path(args.workdir), args.n, Path(args.data) if args.data else None)
 
@@ -125,10 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="benchmarks and suites").set_defaults(fn=cmd_list)
 
-    g = sub.add_parser("generate", help="generate samples with vLLM")
-    g.add_argument("--model", required=True)
-    g.add_argument("--suite", required=True)
-    g.add_argument("--output", required=True, help="folder for <benchmark>.jsonl.gz and .meta.json")
+    g = sub.add_parser(
+        "generate",
+        help="generate samples with vLLM",
+        description="One model (--model, --suite, --output, options), or a batch: --request FILE "
+        "(JSON: suite, seed, limit, engine and a list of targets, each a model, an output folder, "
+        "benchmarks and template options) and --manifest FILE (what each target got). A batch "
+        "reuses one engine across model folders whose configs and tokenizers are identical.",
+    )
+    g.add_argument("--model")
+    g.add_argument("--suite")
+    g.add_argument("--output", help="folder for <benchmark>.jsonl.gz and .meta.json")
+    g.add_argument("--request", metavar="FILE", help="a batch of targets (JSON)")
+    g.add_argument("--manifest", metavar="FILE", help="with --request: the batch's record (JSON)")
     g.add_argument(
         "--benchmark",
         action="append",
@@ -168,10 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--enforce-eager", action="store_true")
     g.set_defaults(fn=cmd_generate)
 
-    s = sub.add_parser("score", help="score a samples file")
-    s.add_argument("--benchmark", required=True)
-    s.add_argument("--samples", required=True)
-    s.add_argument("--output", required=True)
+    s = sub.add_parser(
+        "score",
+        help="score a samples file",
+        description="One file (--benchmark, --samples, --output), or a batch: --request FILE (JSON: "
+        "allow_unsandboxed and a list of scores, each a benchmark, samples and output) and "
+        "--manifest FILE.",
+    )
+    s.add_argument("--benchmark")
+    s.add_argument("--samples")
+    s.add_argument("--output")
+    s.add_argument("--request", metavar="FILE", help="a batch of score files (JSON)")
+    s.add_argument("--manifest", metavar="FILE", help="with --request: the batch's record (JSON)")
+    s.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="without bubblewrap, run HumanEval's model-written code with resource limits only "
+        "(default: refuse); recorded in the score file",
+    )
     s.add_argument("--data", help="local copy of the benchmark in its upstream format")
     s.add_argument(
         "--source",

@@ -5,8 +5,10 @@ directory, reads its job from stdin and reports with `emit(obj)` (JSON, on a des
 forked children do not inherit; its stdout goes to /dev/null). With bubblewrap (`bwrap`): no
 network, read-only `/`, a private `/tmp`, `/proc` and `/dev`, the working directory the only
 writable path, no capabilities, and its own PID namespace, so every process it starts dies with
-it. Without bwrap (or if bwrap fails its self-test) one warning is printed and programs run as a
-plain subprocess in their own session, killed as a process group when they end ("rlimits-only").
+it. Without a working bwrap (absent, or failing its self-test) scoring refuses to run model-written
+code (`require`) unless the caller opted out (`--allow-unsandboxed`, config
+`eval.allow_unsandboxed`); then one warning is printed and programs run as a plain subprocess in
+their own session, killed as a process group when they end ("rlimits-only").
 Both modes limit address space, CPU time and file size; bwrap mode also the number of processes
 (the kernel exempts root from that limit). `mode()` names the mode used, for results to record.
 """
@@ -25,10 +27,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from evals.errors import EvalInputError
+
 BWRAP = "bwrap"
 NPROC = 128  # processes and threads inside one bwrap sandbox
 FSIZE = 64 << 20  # largest file a program may write
 _mode: str | None = None
+_why: str | None = None  # why bwrap cannot be used, when it cannot
+_allowed = False  # the user opted out of the sandbox (allow_unsandboxed)
+_warned = False
 _mode_lock = threading.Lock()
 
 PRELUDE = """\
@@ -110,20 +117,44 @@ def _self_test() -> str | None:
 
 
 def mode() -> str:
-    """ "bwrap" when bubblewrap runs here, else "rlimits-only" (warned about once, on stderr)."""
-    global _mode
+    """ "bwrap" when bubblewrap runs here, else "rlimits-only"."""
+    global _mode, _why
     with _mode_lock:
         if _mode is None:
-            why = _self_test()
-            _mode = "bwrap" if why is None else "rlimits-only"
-            if why is not None:
-                print(
-                    f"mergeeval: WARNING: bubblewrap ({BWRAP}) {why}; model-written code runs "
-                    "with resource limits only, without filesystem, network or process isolation."
-                    " Fix: install bubblewrap (e.g. apt-get install bubblewrap).",
-                    file=sys.stderr,
-                )
+            _why = _self_test()
+            _mode = "bwrap" if _why is None else "rlimits-only"
         return _mode
+
+
+def allow_unsandboxed(allowed: bool = True) -> None:
+    """The user's explicit opt-out: without bubblewrap, run programs with resource limits only."""
+    global _allowed, _warned
+    _allowed, _warned = allowed, False
+
+
+def require() -> str:
+    """The mode programs will run in; without a working sandbox an error that says how to install
+    one, unless the user opted out (`allow_unsandboxed`; then one warning)."""
+    global _warned
+    if mode() == "bwrap":
+        return _mode
+    if not _allowed:
+        raise EvalInputError(
+            f"bubblewrap ({BWRAP}) {_why}: model-written code runs only inside the bubblewrap "
+            "sandbox. Fix: install bubblewrap (apt-get install bubblewrap, or run scripts/setup.sh "
+            "as root, which installs it), or opt out with --allow-unsandboxed (run config: "
+            "eval.allow_unsandboxed: true) to run it with resource limits only"
+        )
+    with _mode_lock:
+        if not _warned:
+            _warned = True
+            print(
+                f"mergeeval: WARNING: bubblewrap ({BWRAP}) {_why}; model-written code runs with "
+                "resource limits only, without filesystem, network or process isolation "
+                "(--allow-unsandboxed). Fix: install bubblewrap (e.g. apt-get install bubblewrap).",
+                file=sys.stderr,
+            )
+    return _mode
 
 
 def run_python(program: str, stdin: bytes, timeout: float, memory: int | None = 6 << 30) -> Outcome:
@@ -133,7 +164,7 @@ def run_python(program: str, stdin: bytes, timeout: float, memory: int | None = 
     limits.append(f"(_resource.RLIMIT_CPU, {math.ceil(timeout) + 1})")
     if memory is not None:
         limits.append(f"(_resource.RLIMIT_AS, {memory})")
-    sandboxed = mode() == "bwrap"
+    sandboxed = require() == "bwrap"
     if sandboxed:
         limits.append(f"(_resource.RLIMIT_NPROC, {NPROC})")
     source = PRELUDE.format(limits="[" + ", ".join(limits) + "]") + program

@@ -4,7 +4,8 @@ Ids must have the data's type exactly (AIME and IFEval: integers; HumanEval: str
 needs the same number of completions unless `allow_uneven`; a file that lacks items is scored only
 with `subset`, or when its generation recorded a `limit` and it holds exactly the data's first
 `limit` items. The result records `complete` (every item of the data scored) and, for HumanEval,
-the sandbox mode the candidates ran in.
+the sandbox mode the candidates ran in (bubblewrap is required unless `allow_unsandboxed`).
+`score_batch` scores many files in one process (one start-up, programs checked once).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import json
 import time
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from evals import sandbox
 from evals.data import load_items
 from evals.errors import EvalInputError
 from evals.registry import get_benchmark
 from evals.samples import meta_path, read_meta, read_samples
 from evals.scorers import get_scorer
-from mergeeval.outputs import write_text_atomic
+from mergeeval.outputs import guard_output, write_text_atomic
 
 
 def _check_ids(benchmark: str, bench_format: str, rows: list[dict], path) -> None:
@@ -68,9 +71,14 @@ def score_file(
     source: str | None = None,
     subset: bool = False,
     allow_uneven: bool = False,
+    allow_unsandboxed: bool = False,
 ) -> dict:
     """Score `samples`; the data is `data`, else the source recorded by `generate`, else the hub."""
     bench = get_benchmark(benchmark)
+    if bench.format == "humaneval":
+        if allow_unsandboxed:
+            sandbox.allow_unsandboxed()
+        sandbox.require()
     rows = read_samples(samples)
     meta_file = meta_path(samples)
     meta = read_meta(meta_file)
@@ -113,5 +121,45 @@ def score_file(
     }
     if bench.format == "humaneval":
         result["sandbox"] = sandbox.mode()
+        result["allow_unsandboxed"] = allow_unsandboxed
     write_text_atomic(Path(output), json.dumps(result, indent=1, default=str) + "\n")
     return result
+
+
+class ScoreEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    benchmark: str
+    samples: Path
+    output: Path
+
+
+class ScoreRequest(BaseModel):
+    """Every score file of one job."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow_unsandboxed: bool = False
+    scores: list[ScoreEntry] = Field(min_length=1)
+
+
+def score_batch(request: Path, manifest: Path) -> dict:
+    """Score every entry of a request (JSON, `ScoreRequest`'s fields) in one process, HumanEval+
+    before HumanEval so the latter reuses the base tests' statuses; then write the manifest."""
+    try:
+        req = ScoreRequest.model_validate_json(Path(request).read_text())
+    except (OSError, ValueError) as e:
+        raise EvalInputError(f"score request {request}: {e}") from e
+    if req.allow_unsandboxed:
+        sandbox.allow_unsandboxed()
+    if any(get_benchmark(e.benchmark).format == "humaneval" for e in req.scores):
+        sandbox.require()  # before anything is scored
+    done = {}
+    for e in sorted(req.scores, key=lambda e: get_benchmark(e.benchmark).scorer != "evalplus_plus"):
+        guard_output(e.output, [("samples file", e.samples)], kind="file")
+        res = score_file(e.benchmark, e.samples, e.output, allow_unsandboxed=req.allow_unsandboxed)
+        done[str(e.output)] = {"benchmark": e.benchmark, "metrics": res["metrics"]}
+    record = {
+        "request": str(Path(request).resolve()),
+        "scores": [done[str(e.output)] | {"output": str(e.output)} for e in req.scores],
+    }
+    write_text_atomic(Path(manifest), json.dumps(record, indent=1) + "\n")
+    return record

@@ -14,11 +14,29 @@ from pathlib import Path
 
 from evals.errors import EvalInputError
 
+_TOKENIZERS: dict[str, object] = {}
 
-def _folder_template(folder: Path) -> str | None:
+
+def folder_tokenizer(folder: Path):
+    """The folder's tokenizer, loaded once per process for identical tokenizer and config files
+    (a batch's merged folders carry byte-identical copies)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder).chat_template
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and not f.name.endswith(".safetensors") and f.name not in RECORDS:
+            h.update(f"{f.name}\n".encode() + f.read_bytes())
+    key = h.hexdigest()
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = AutoTokenizer.from_pretrained(folder)
+    return _TOKENIZERS[key]
+
+
+RECORDS = ("merge.json", "source.json", "README.md", "model.safetensors.index.json")
+
+
+def _folder_template(folder: Path) -> str | None:
+    return folder_tokenizer(folder).chat_template
 
 
 def resolve_template(

@@ -195,39 +195,82 @@ class Plan:
     def samples_dir(self, model: str) -> str:
         return f"results/{self.run}/samples/{model}"
 
-    def template_args(self, model: str) -> str:
+    def domain_templates(self) -> dict[str, str]:
+        return {self.domain(e): self.model_dir(e) for e in self.experts}
+
+    def template_options(self, model: str) -> dict:
+        """A generation target's template fields (evals.generate.Target)."""
         name, policy = self.split_variant(model)
         if policy == "per_task":
-            return argv(
-                ("--template", "per_task"),
-                *[
-                    ("--domain-template", f"{self.domain(e)}={self.model_dir(e)}")
-                    for e in self.experts
-                ],
-            )
-        if (
-            name == "base"
-        ):  # the base has no chat template; the paper used the tokenizer_from expert's
-            return argv(
-                ("--template", "paper"), ("--template-from", self.model_dir(self.tokenizer_from))
-            )
-        return argv(("--template", "paper"))
+            return {"template": "per_task", "domain_templates": self.domain_templates()}
+        if name == "base":  # the base has no chat template; the paper used the tokenizer_from expert's
+            return {"template": "paper", "template_from": self.model_dir(self.tokenizer_from)}
+        return {"template": "paper"}
 
-    def generate_args(self, model: str) -> str:
-        """`python -m evals generate` options of one model, after --model and --output."""
+    # -- generation and scoring jobs ---------------------------------------------------------
+    @cached_property
+    def batches(self) -> dict[str, list[str]]:
+        """{job id: the eval models it generates and scores}: `eval.models_per_job` model folders
+        (base, experts, merges in config order) per job, each with all its template policies.
+        One folder per job: the job is named after it; else batch1, batch2, ..."""
+        folders = ["base", *self.experts, *self.merges]
+        per = self.eval["models_per_job"]
+        chunks = [folders[i : i + per] for i in range(0, len(folders), per)]
+        policies = {name: [name] for name in folders}
+        for v in self.variants:
+            policies[self.split_variant(v)[0]].append(v)
+        ids = chunks if per == 1 else [f"batch{i}" for i in range(1, len(chunks) + 1)]
+        return {
+            (c[0] if per == 1 else i): [m for name in c for m in policies[name]]
+            for i, c in zip(ids, chunks, strict=True)
+        }
+
+    def batch_of(self, model: str) -> str:
+        return next(b for b, models in self.batches.items() if model in models)
+
+    def batch_model_dirs(self, batch: str) -> list[str]:
+        return list(dict.fromkeys(self.eval_model_dir(m) for m in self.batches[batch]))
+
+    def request_file(self, stage: str, batch: str) -> str:
+        return f"results/{self.run}/requests/{stage}/{batch}.json"
+
+    def batch_manifest(self, stage: str, batch: str) -> str:
+        """What a generate or score job did (its output for Snakemake; written last)."""
+        return f"results/{self.run}/batches/{stage}/{batch}.json"
+
+    def generate_request(self, batch: str) -> dict:
+        """The `python -m evals generate --request` file of one job."""
         ev = self.eval
-        return " ".join(
-            filter(
-                None,
-                [
-                    argv(("--suite", self.suite_arg)),
-                    argv(*[("--benchmark", b) for b in self.row_benchmarks(model)]),
-                    self.template_args(model),
-                    argv(*[(f"--{k.replace('_', '-')}", v) for k, v in ev["engine"].items()]),
-                    argv(("--limit", ev["limit"]), ("--seed", ev["seed"])),
-                ],
-            )
-        )
+        return {
+            "suite": self.suite_arg,
+            "seed": ev["seed"],
+            "limit": ev["limit"],
+            "engine": dict(ev["engine"]),
+            "targets": [
+                {
+                    "model": self.eval_model_dir(m),
+                    "output": self.samples_dir(m),
+                    "benchmarks": self.row_benchmarks(m),
+                    **self.template_options(m),
+                }
+                for m in self.batches[batch]
+            ],
+        }
+
+    def score_request(self, batch: str) -> dict:
+        """The `python -m evals score --request` file of one job."""
+        return {
+            "allow_unsandboxed": self.eval["allow_unsandboxed"],
+            "scores": [
+                {
+                    "benchmark": b,
+                    "samples": self.samples_file(m, b),
+                    "output": self.score_file(m, b),
+                }
+                for m in self.batches[batch]
+                for b in self.row_benchmarks(m)
+            ],
+        }
 
     @property
     def suite_arg(self) -> str:
@@ -250,6 +293,10 @@ class Plan:
         section = {"merge": "merge_defaults", "stats": "stats", "generate": "eval"}[stage]
         c = self.config[section]
         return {"gpu": c["gpus"], "mem_mb": c["mem_mb"], "runtime": c["runtime"]}
+
+    def generate_runtime(self, batch: str) -> int:
+        """Minutes for a generation job: eval.runtime per model folder it serves."""
+        return self.eval["runtime"] * len(self.batch_model_dirs(batch))
 
     # -- report ------------------------------------------------------------------------------
     def report_cells(self) -> list[Cell]:

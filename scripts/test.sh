@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: sets up .venv (scripts/setup.sh), installs mergekit (the parity test's
-# peer) and bubblewrap (root with apt-get),
-# starts the single-node SLURM test
+# The project's test command: sets up .venv and bubblewrap (scripts/setup.sh), installs mergekit (the
+# parity test's peer), starts the single-node SLURM test
 # cluster when running as root with apt-get (scripts/slurm-local.sh; MERGEEVAL_NO_SLURM=1 skips it),
 # and runs pytest. Extra arguments go to pytest. pytest's exit code 5 (no tests) counts as success.
 set -uo pipefail
@@ -14,11 +13,6 @@ if ! .venv/bin/python -c "import mergekit.merge" 2>/dev/null; then
     || echo "warning: could not install mergekit; the parity test will say why"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-# The sandbox for model-written code uses bubblewrap; without it the scorers fall back (with a warning).
-if ! command -v bwrap >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-  apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1) \
-    || echo "warning: could not install bubblewrap; the sandbox tests will say why"
-fi
 if [ "${MERGEEVAL_NO_SLURM:-0}" != 1 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     scripts/slurm-local.sh start || echo "warning: the local SLURM cluster did not start; its test will say why"

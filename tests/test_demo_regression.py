@@ -51,12 +51,24 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert plan.returncode == 0, out[-3000:]
     jobs = job_counts(out)
     assert scheduled_merges(out, "demo") == {"task_arithmetic"}
-    assert jobs["generate_samples"] == 2 and jobs["score_samples"] == 10  # own and @paper rows
+    # one generation and one scoring job: the batch of folders that holds task_arithmetic
+    assert jobs["generate_samples"] == 1 and jobs["score_samples"] == 1
     assert "collect_stats" not in jobs
 
     r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     import json
+
+    # inside that job only task_arithmetic's rows were generated again; its neighbours' samples
+    # were reused (their request keys did not change)
+    (manifest,) = [
+        json.loads(p.read_text())
+        for p in (repo / "results/demo/batches/generate").glob("*.json")
+        if "task_arithmetic" in p.read_text()
+    ]
+    regenerated = {Path(t["output"]).name for t in manifest["targets"] if t["generated"]}
+    assert regenerated == {"task_arithmetic", "task_arithmetic@paper"}, manifest
+    assert len(manifest["targets"]) > 2
 
     record = json.loads((repo / "results/demo/table1.json").read_text())
     moved_rows = {row for row, _, _ in record["moved"]}

@@ -110,3 +110,66 @@ def test_generate_every_demo_benchmark_and_score(tiny_family, tmp_path):
     assert (out / "aime24.jsonl.gz").read_bytes() == before
     manifest = json.loads((out / "generation.json").read_text())
     assert sorted(manifest["generations"]) == ["aime24", "aime25", "humaneval", "ifeval"]
+
+
+@pytest.mark.slow
+def test_a_batch_reuses_the_engine_and_gives_each_folder_its_own_samples(tiny_family, tmp_path):
+    """One engine serves two merged folders (weights reloaded in place): the second folder's
+    samples equal those of an engine started for it alone, and differ from the first's."""
+    pytest.importorskip("vllm")
+    base, experts = tiny_family
+    folders = {}
+    for method in ("task_arithmetic", "average"):
+        folders[method] = tmp_path / method
+        run_merge(
+            MergeSpec(method, base, list(experts), folders[method], device="cpu"), progress=False
+        )
+    common = ["--suite", "smoke", "--benchmark", "aime24", "--benchmark", "humaneval"]
+    common += ["--template", "paper", "--limit", "3", "--enforce-eager"]
+    alone = tmp_path / "alone"
+    r = evals_cli("generate", "--model", folders["average"], "--output", alone, *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    targets = [
+        {"model": str(folders[m]), "output": str(tmp_path / "batch" / m), "template": "paper"}
+        | {"benchmarks": ["aime24", "humaneval"]}
+        for m in ("task_arithmetic", "average")
+    ]
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {"suite": "smoke", "limit": 3, "engine": {"enforce_eager": True}, "targets": targets}
+        )
+    )
+    manifest = tmp_path / "manifest.json"
+    r = evals_cli("generate", "--request", request, "--manifest", manifest)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = json.loads(manifest.read_text())["targets"]
+    assert [t["engine"]["weights"] for t in done] == ["started", "reloaded"]
+    assert all(t["generated"] == ["aime24", "humaneval"] for t in done)
+
+    def rows(folder, gen):
+        return [json.loads(line) for line in gzip.open(folder / f"{gen}.jsonl.gz", "rt")]
+
+    for gen in ("aime24", "humaneval"):
+        assert rows(tmp_path / "batch" / "average", gen) == rows(alone, gen)
+        assert rows(tmp_path / "batch" / "task_arithmetic", gen) != rows(alone, gen)
+    # a second run reuses every sample without starting an engine
+    r = evals_cli("generate", "--request", request, "--manifest", manifest)
+    done = json.loads(manifest.read_text())["targets"]
+    assert r.returncode == 0 and all(t["engine"] is None and not t["generated"] for t in done)
+
+
+def test_a_batch_request_is_checked_before_any_engine_starts(tiny_family, tmp_path):
+    base, experts = tiny_family
+    request = tmp_path / "request.json"
+    good = {"model": str(experts[0]), "output": str(tmp_path / "a"), "template": "per_task"}
+    request.write_text(json.dumps({"suite": "smoke", "targets": [good]}))
+    r = evals_cli("generate", "--request", request, "--manifest", tmp_path / "m.json")
+    assert r.returncode == 2 and "per_task" in r.stderr and "--domain-template" in r.stderr
+    request.write_text(json.dumps({"suite": "smoke", "targets": [good | {"colour": 1}]}))
+    r = evals_cli("generate", "--request", request, "--manifest", tmp_path / "m.json")
+    assert r.returncode == 2 and "colour" in r.stderr and "Traceback" not in r.stderr
+    r = evals_cli("generate", "--request", request, "--model", experts[0])
+    assert r.returncode == 2 and "--manifest" in r.stderr
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "a").exists()

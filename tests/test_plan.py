@@ -45,21 +45,44 @@ def test_demo_plan_rows_templates_and_resources():
     assert plan.row_benchmarks("ties@paper") == plan.benchmarks
     # per_task (the demo's policy): every expert's folder by domain; @paper: the stored template,
     # and for the base (which has none) the tokenizer_from expert's
-    assert shlex.split(plan.template_args("ties")) == [
-        "--template", "per_task",
-        "--domain-template", "math=demofamily/models/math",
-        "--domain-template", "code=demofamily/models/code",
-        "--domain-template", "if=demofamily/models/if",
-    ]  # fmt: skip
-    assert shlex.split(plan.template_args("ties@paper")) == ["--template", "paper"]
-    assert shlex.split(plan.template_args("base@paper")) == [
-        "--template", "paper", "--template-from", "demofamily/models/math"
-    ]  # fmt: skip
+    assert plan.template_options("ties") == {
+        "template": "per_task",
+        "domain_templates": {
+            "math": "demofamily/models/math",
+            "code": "demofamily/models/code",
+            "if": "demofamily/models/if",
+        },
+    }
+    assert plan.template_options("ties@paper") == {"template": "paper"}
+    assert plan.template_options("base@paper") == {
+        "template": "paper", "template_from": "demofamily/models/math"
+    }  # fmt: skip
     assert plan.eval_model_dir("ties@paper") == "results/demo/models/ties"
     assert plan.eval_model_dir("if") == "demofamily/models/if"
     assert plan.resources("merge") == {"gpu": 0, "mem_mb": 2000, "runtime": 10}
     assert plan.resources("generate") == {"gpu": 0, "mem_mb": 6000, "runtime": 30}
     assert plan.resources("stats") == {"gpu": 0, "mem_mb": 4000, "runtime": 10}
+
+
+def test_demo_batches_cover_every_model_once_with_its_policies_together():
+    plan = Plan(cfg("demo"))
+    per = cfg("demo")["eval"]["models_per_job"]
+    batches = plan.batches
+    assert list(batches) == [f"batch{i}" for i in range(1, len(batches) + 1)]
+    flat = [m for models in batches.values() for m in models]
+    assert sorted(flat) == sorted(plan.eval_models)  # every model, once
+    for b, models in batches.items():
+        assert len(plan.batch_model_dirs(b)) <= per
+        # a folder's template policies share its job (and its loaded weights)
+        for m in models:
+            assert plan.split_variant(m)[0] in models
+    assert plan.batch_of("ties") == plan.batch_of("ties@paper")
+    # the score requests write exactly the report's cells
+    written = {s["output"] for b in batches for s in plan.score_request(b)["scores"]}
+    assert written == {plan.score_file(c.model, c.benchmark) for c in plan.report_cells()}
+    targets = [t for b in batches for t in plan.generate_request(b)["targets"]]
+    assert [t["output"] for t in targets] == [plan.samples_dir(m) for m in flat]
+    assert plan.score_request("batch1")["allow_unsandboxed"] is False
 
 
 def test_table1_plan_hub_paths_specs_and_generation_options():
@@ -75,11 +98,21 @@ def test_table1_plan_hub_paths_specs_and_generation_options():
     assert spec["tokenizer_from"] == plan.model_dir("math")
     assert plan.merge_spec("ties")["stats"] == []
     assert plan.merge_spec("task_arithmetic")["params"] == {"scale": 0.4}
-    args = shlex.split(plan.generate_args("base"))
-    assert args[:2] == ["--suite", "table1"]
-    assert args.count("--benchmark") == 5
-    assert ["--template", "paper", "--template-from", plan.model_dir("math")] == args[12:16]
-    assert "--tensor-parallel-size" in args and "--limit" not in args
+    # one generation job per model folder, named after it
+    assert list(plan.batches) == ["base", "math", "code", "if", *cfg("table1")["merges"]]
+    req = plan.generate_request("base")
+    assert req["suite"] == "table1" and req["limit"] is None
+    assert req["engine"] == {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.85}
+    (target,) = req["targets"]
+    assert target == {
+        "model": plan.model_dir("base"),
+        "output": "results/table1/samples/base",
+        "benchmarks": plan.benchmarks,
+        "template": "paper",
+        "template_from": plan.model_dir("math"),
+    }
+    assert [s["benchmark"] for s in plan.score_request("math")["scores"]] == ["aime24", "aime25"]
+    assert plan.generate_runtime("ties") == 720
     assert plan.resources("merge") == {"gpu": 1, "mem_mb": 32000, "runtime": 240}
 
 
@@ -132,7 +165,7 @@ def test_an_expert_names_its_domain():
     expert = {x.benchmark: x.model for x in plan.report_cells() if x.row == "expert"}
     assert expert["ifeval"] == "olmo_if" and expert["humaneval"] == "olmo_code"
     c["eval"]["template"] = "per_task"
-    assert "math=resources/hub/" in Plan(c).template_args("ties")
+    assert Plan(c).template_options("ties")["domain_templates"]["math"].startswith("resources/hub/")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
 """The sandbox for model-written code: hostile candidates fail alone and leave nothing behind."""
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -70,10 +73,11 @@ def hostile(dirs) -> list[str]:
     ]
 
 
-def _score(tmp_path, completions, benchmark="humaneval"):
+def _score(tmp_path, completions, benchmark="humaneval", **kw):
     samples = tmp_path / "samples.jsonl"
     write_samples(samples, [{"id": "HumanEval/0", "completions": completions}])
-    return score_file(benchmark, samples, tmp_path / "score.json", source="fixture", subset=True)
+    out = tmp_path / "score.json"
+    return score_file(benchmark, samples, out, source="fixture", subset=True, **kw)
 
 
 @bwrap_only
@@ -147,16 +151,37 @@ def test_original_humaneval_data_runs_sandboxed(tmp_path, outside):
     assert [f.name for d in outside for f in d.iterdir()] == [] and not in_tmp.exists()
 
 
-def test_without_bwrap_one_warning_and_the_group_is_killed(tmp_path, monkeypatch, capsys):
+def test_without_bwrap_scoring_refuses_unless_the_user_opts_out(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "BWRAP", "/nonexistent/bwrap")
     monkeypatch.setattr(sandbox, "_mode", None)
+    monkeypatch.setattr(sandbox, "_allowed", False)
+    with pytest.raises(EvalInputError, match="install bubblewrap.*--allow-unsandboxed"):
+        _score(tmp_path, ["    return a + b\n"])
+    assert not (tmp_path / "score.json").exists()
+    with pytest.raises(EvalInputError, match="eval.allow_unsandboxed"):
+        sandbox.run_python("emit(1)", b"", timeout=10)
+    # the command line says the same, once, without a traceback
+    samples = tmp_path / "samples.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-m", "evals", "score", "--benchmark", "humaneval", "--samples", samples]
+        + ["--output", tmp_path / "cli.json", "--source", "fixture", "--subset"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH="/nonexistent"),
+    )
+    assert r.returncode == 2 and "install bubblewrap" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "cli.json").exists()
+
+    # opted out: one warning, and every process a candidate starts is still killed
     fork = (
         "    import posix\n    for i in range(5):\n        if posix.fork() == 0:\n"
         f"            posix.execv('/bin/sleep', ['sleep', '{MARKER}'])\n"
     )
-    res = _score(tmp_path, ["    return a + b\n", fork, "    return b + a\n"])
+    res = _score(
+        tmp_path, ["    return a + b\n", fork, "    return b + a\n"], allow_unsandboxed=True
+    )
     assert res["items"][0]["correct"] == [True, False, True]
-    assert res["sandbox"] == "rlimits-only"
+    assert res["sandbox"] == "rlimits-only" and res["allow_unsandboxed"] is True
     assert sandbox.run_python("emit(1)", b"", timeout=10).result == 1
     err = capsys.readouterr().err
     assert err.count("WARNING: bubblewrap") == 1 and "install bubblewrap" in err

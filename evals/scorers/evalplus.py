@@ -5,8 +5,10 @@ hash of the problems). Every candidate runs in its own sandbox (`evals.sandbox`)
 runner makes the calls `evalplus.evaluate.check_correctness` makes (`untrusted_check` on the base,
 then the plus tests, with EvalPlus's time and memory limits), so statuses are EvalPlus's own. A
 candidate whose sandbox dies (it kills the runner, runs past the time bound, ...) fails alone, with
-the sandbox's status in `base_status` and the reason in `errors`. Identical (task, solution) pairs
-are checked once. HumanEval = base tests; HumanEval+ = base and plus tests.
+the sandbox's status in `base_status` and the reason in `errors`. HumanEval = base tests;
+HumanEval+ = base and plus tests. A program is checked once per process against the same tests:
+identical programs in one file, in other files of a batch (`evals.score.score_batch`), and a
+HumanEval check after a HumanEval+ one whose run ended normally (its base status is the same).
 
 EvalPlus 0.3.1's special oracle for `find_zero` (HumanEval/32) `continue`s before recording the
 test as passed, so every candidate, the canonical solution included, comes back "fail". For that
@@ -99,6 +101,30 @@ def _check(key, problem, expected, plus) -> dict:
     return dict(status, error=f"{out.status}: {out.detail.strip()[-300:]}")
 
 
+_CHECKED: dict[tuple, dict] = {}  # (parts, digest of their tests, program) -> statuses
+
+
+def _tests_digest(problem: dict, expected: dict, parts: tuple) -> str:
+    """What a check's outcome depends on besides the program: entry point, tolerance, and per part
+    the inputs, expected outputs and reference times."""
+    tests = [problem["entry_point"], problem["atol"]]
+    tests += [(problem[f"{p}_input"], expected[p], expected[f"{p}_time"]) for p in parts]
+    return hashlib.sha256(pickle.dumps(tests)).hexdigest()
+
+
+def _checked(key, problem, expected, plus) -> dict:
+    """`_check`, once per (tests, program) in this process."""
+    parts = ("base", "plus") if plus else ("base",)
+    memo = (parts, _tests_digest(problem, expected, parts), key[1])
+    if memo not in _CHECKED:
+        res = _check(key, problem, expected, plus)
+        _CHECKED[memo] = res
+        if plus and "error" not in res:  # a normal run: its base status is a base-only run's
+            base = (("base",), _tests_digest(problem, expected, ("base",)), key[1])
+            _CHECKED.setdefault(base, {"base": res["base"]})
+    return _CHECKED[memo]
+
+
 def _time_bound(ref_time: list) -> float:
     """untrusted_check's wall bound for these reference times (its time limits summed, + 3 s)."""
     from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
@@ -146,7 +172,7 @@ def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]
             jobs.setdefault((row["id"], assemble(p["prompt"], completion, p["entry_point"])), None)
     with ThreadPoolExecutor(max_workers=sandbox.workers()) as pool:
         futures = {
-            key: pool.submit(_check, key, problems[key[0]], expected[key[0]], plus) for key in jobs
+            key: pool.submit(_checked, key, problems[key[0]], expected[key[0]], plus) for key in jobs
         }
         for key, fut in tqdm(futures.items(), desc="evalplus", unit="program", disable=None):
             res = fut.result()

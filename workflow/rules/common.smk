@@ -12,7 +12,6 @@ sys.path.insert(
 )  # the project's packages, also without an install
 
 from merges.deps import code_files, code_record  # noqa: E402
-from mergeeval.outputs import write_text_atomic  # noqa: E402
 from pipeline.plan import Plan, argv  # noqa: E402
 
 PLAN = Plan(config)
@@ -33,7 +32,7 @@ if (
 
 wildcard_constraints:
     run=re.escape(RUN),
-    model="|".join(map(re.escape, PLAN.eval_models)),
+    batch="|".join(map(re.escape, PLAN.batches)),
     merge_id="|".join(map(re.escape, MERGES)),
     expert="|".join(map(re.escape, EXPERTS)),
     recipe="|".join(map(re.escape, PLAN.stats_recipes_used or ["per_expert"])),

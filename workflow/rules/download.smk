@@ -39,6 +39,8 @@ rule verify_models:
         f"results/{RUN}/models/verified.json",
     log:
         f"logs/{RUN}/verify_models.log",
+    benchmark:
+        f"benchmarks/{RUN}/verify_models.tsv"
     conda:
         "../envs/mergeeval.yaml"
     resources:

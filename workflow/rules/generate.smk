@@ -1,25 +1,44 @@
-"""Samples: one vLLM engine per model for all of that model's benchmarks. The manifest
-generation.json is the job's output; the samples beside it are kept by an interrupted job and
-reused by the next one when their request key matches."""
+"""Samples: one job per batch of model folders (eval.models_per_job; pipeline.plan.Plan.batches),
+one vLLM engine for all of them. Its request file lists every target (folder, template policy,
+benchmarks); its manifest, the job's output, is written last. The samples beside it are kept by
+an interrupted job and reused by the next one when their request key matches."""
+
+
+localrules:
+    generate_request,
+
+
+rule generate_request:
+    output:
+        PLAN.request_file("generate", "{batch}"),
+    log:
+        f"logs/{RUN}/generate_request/{{batch}}.log",
+    params:
+        request=lambda w: json.dumps(PLAN.generate_request(w.batch), indent=2),
+    shell:
+        "printf '%s\\n' {params.request:q} > {output:q}"
 
 
 rule generate_samples:
     input:
-        model=lambda w: PLAN.eval_model_dir(w.model),
+        request=PLAN.request_file("generate", "{batch}"),
+        models=lambda w: PLAN.batch_model_dirs(w.batch),
         templates=[PLAN.model_dir(e) for e in EXPERTS],
     output:
-        f"results/{RUN}/samples/{{model}}/generation.json",
+        PLAN.batch_manifest("generate", "{batch}"),
     log:
-        f"logs/{RUN}/generate_samples/{{model}}.log",
+        f"logs/{RUN}/generate_samples/{{batch}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/generate_samples/{{batch}}.tsv"
     conda:
         "../envs/mergeeval.yaml"
     threads: PLAN.eval["threads"]
     resources:
-        **PLAN.resources("generate"),
+        gpu=PLAN.eval["gpus"],
+        mem_mb=PLAN.eval["mem_mb"],
+        runtime=lambda w: PLAN.generate_runtime(w.batch),
     params:
-        options=lambda w: PLAN.generate_args(w.model),
         env=PLAN.env_prefix(),
-        outdir=lambda w: PLAN.samples_dir(w.model),
     shell:
-        "env {params.env} python -m evals generate --model {input.model:q} --output {params.outdir:q} "
-        "{params.options} > {log:q} 2>&1"
+        "env {params.env} python -m evals generate --request {input.request:q} "
+        "--manifest {output:q} > {log:q} 2>&1"

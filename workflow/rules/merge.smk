@@ -15,8 +15,8 @@ rule merge_spec:
         f"logs/{RUN}/merge_spec/{{merge_id}}.log",
     params:
         spec=lambda w: json.dumps(PLAN.merge_spec(w.merge_id), indent=2, sort_keys=True),
-    run:
-        write_text_atomic(Path(output[0]), f"{params.spec}\n")
+    shell:
+        "printf '%s\\n' {params.spec:q} > {output:q}"
 
 
 rule merge_model:
@@ -31,6 +31,8 @@ rule merge_model:
         directory(f"results/{RUN}/models/{{merge_id}}"),
     log:
         f"logs/{RUN}/merge_model/{{merge_id}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/merge_model/{{merge_id}}.tsv"
     conda:
         "../envs/mergeeval.yaml"
     resources:

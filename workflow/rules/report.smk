@@ -3,11 +3,13 @@
 
 rule report_table:
     input:
-        [PLAN.score_file(c.model, c.benchmark) for c in PLAN.report_cells()],
+        [PLAN.batch_manifest("score", b) for b in PLAN.batches],
     output:
         multiext(PLAN.report_prefix(), ".md", ".csv", ".json", ".png"),
     log:
         f"logs/{RUN}/report_table.log",
+    benchmark:
+        f"benchmarks/{RUN}/report_table.tsv"
     conda:
         "../envs/mergeeval.yaml"
     resources:

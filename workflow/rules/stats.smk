@@ -11,6 +11,8 @@ rule collect_stats:
         directory(f"results/{RUN}/stats/{{recipe}}/{{expert}}"),
     log:
         f"logs/{RUN}/collect_stats/{{recipe}}/{{expert}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/collect_stats/{{recipe}}/{{expert}}.tsv"
     conda:
         "../envs/mergeeval.yaml"
     resources:
