@@ -245,20 +245,18 @@ def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict):
 
 
 def _write_manifest(t: Target, suite, manifest: dict) -> None:
-    Path(t.output).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        Path(t.output) / MANIFEST,
-        json.dumps(
-            {
-                "model": model_identity(t.model),
-                "suite": suite.name,
-                "template": t.template,
-                "generations": manifest,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
+    """generation.json; left untouched when its content would not change (a resumed batch)."""
+    path = Path(t.output) / MANIFEST
+    record = {
+        "model": model_identity(t.model),
+        "suite": suite.name,
+        "template": t.template,
+        "generations": manifest,
+    }
+    text = json.dumps(record, indent=2) + "\n"
+    if not (path.exists() and path.read_text() == text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
 
 
 def _render(model: Path, todo: list, args: dict, seed: int) -> list:

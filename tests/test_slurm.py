@@ -105,8 +105,10 @@ def test_demo_dag_on_slurm_with_a_cancelled_job(cluster, tmp_path):
     # every job of the second run went through SLURM: one submission per job, each with a log
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
     n_jobs = int(re.search(r"^total\s+(\d+)", log, re.M).group(1))
-    local = re.findall(r"^localrule (\w+):", log, re.M)  # `all`, and writing a merge's spec file
-    assert set(local) <= {"all", "merge_spec"} and "all" in local, local
+    # `all`, and writing a merge's spec file and a batch's request files
+    local = re.findall(r"^localrule (\w+):", log, re.M)
+    assert set(local) <= {"all", "merge_spec", "generate_request", "score_request"}, local
+    assert "all" in local
     assert len(submitted) == n_jobs - len(local), log[-3000:]
     logs = list((repo / ".snakemake/slurm_logs").rglob("*.log"))
     assert {re.sub(r"\D", "", p.stem) for p in logs} >= set(submitted)

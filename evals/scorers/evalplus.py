@@ -172,7 +172,8 @@ def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]
             jobs.setdefault((row["id"], assemble(p["prompt"], completion, p["entry_point"])), None)
     with ThreadPoolExecutor(max_workers=sandbox.workers()) as pool:
         futures = {
-            key: pool.submit(_checked, key, problems[key[0]], expected[key[0]], plus) for key in jobs
+            key: pool.submit(_checked, key, problems[key[0]], expected[key[0]], plus)
+            for key in jobs
         }
         for key, fut in tqdm(futures.items(), desc="evalplus", unit="program", disable=None):
             res = fut.result()
