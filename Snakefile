@@ -10,9 +10,9 @@ min_version("9.0")
 
 
 if not config:  # no --configfile: the offline demo
-    import yaml
+    from mergeeval.yamlio import load_yaml
 
-    config.update(yaml.safe_load(open("config/demo.yaml")))
+    config.update(load_yaml("config/demo.yaml", "run config"))
 
 
 include: "workflow/rules/common.smk"

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
-import yaml
 
 from evals.errors import EvalInputError
+from mergeeval.yamlio import load_yaml
 
 ROOT = Path(__file__).parent
 FIXTURES = ROOT / "fixtures"
@@ -115,7 +115,7 @@ def _load(folder: Path, kind: str, model):
     out = {}
     for f in sorted(folder.glob("*.yaml")):
         try:
-            obj = model.model_validate(yaml.safe_load(f.read_text()))
+            obj = model.model_validate(load_yaml(f, f"{kind} definition", EvalInputError))
         except pydantic.ValidationError as e:
             raise EvalInputError(f"{f}: invalid {kind} definition: {e}") from None
         out[obj.name] = obj
@@ -156,7 +156,7 @@ def get_suite(name: str) -> Suite:
         if not path.is_file():
             raise EvalInputError(f"suite file not found: {path}")
         try:
-            suite = Suite.model_validate(yaml.safe_load(path.read_text()))
+            suite = Suite.model_validate(load_yaml(path, "suite file", EvalInputError))
         except pydantic.ValidationError as e:
             raise EvalInputError(f"{path}: invalid suite definition: {e}") from None
         return _check_suite(suite, f"suite file {path}")

@@ -89,17 +89,12 @@ def _defaults(method: str) -> dict:
 
 def read_yaml(path: Path) -> dict:
     """The config file as a mapping of supported keys, or one MergeInputError naming the key."""
-    import yaml
+    from mergeeval.yamlio import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise MergeInputError(f"mergekit config {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise MergeInputError(
-            f"mergekit config {path} is not valid YAML: {' '.join(str(e).split())}"
-        ) from None
+    raw = load_yaml(path, "mergekit config", MergeInputError)
     if not isinstance(raw, dict):
         raise MergeInputError(
             f"mergekit config {path} must be a mapping (merge_method, models, ...)"

@@ -117,19 +117,21 @@ def load_spec_file(path: Path) -> MergeSpec:
 
     Any problem is one MergeInputError naming the file and the field.
     """
-    import yaml
+    from mergeeval.yamlio import load_yaml
 
     path = Path(path)
     if not path.is_file():
         raise MergeInputError(f"spec file {path} not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except UnicodeDecodeError as e:
-        raise MergeInputError(f"spec file {path} is not UTF-8 text ({e})") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        what = " ".join(str(e).split())
-        raise MergeInputError(f"spec file {path} is not valid YAML/JSON: {what}") from None
+    if path.suffix != ".json":
+        raw = load_yaml(path, "spec file", MergeInputError, syntax="YAML/JSON")
+    else:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise MergeInputError(f"spec file {path} is not UTF-8 text ({e})") from None
+        except json.JSONDecodeError as e:
+            what = " ".join(str(e).split())
+            raise MergeInputError(f"spec file {path} is not valid YAML/JSON: {what}") from None
     if not isinstance(raw, dict):
         raise MergeInputError(
             f"spec file {path} must hold one mapping of fields ({', '.join(SPEC_FIELDS)})"

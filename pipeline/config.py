@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 from evals.registry import get_suite
 from mergeeval.errors import InputError
+from mergeeval.yamlio import check_loaded, load_yaml
 from merges.registry import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def _with_defaults(cls):
 def validate_schema(config: dict) -> dict:
     """A copy of `config` with defaults filled in; a ConfigError names the first bad key."""
     config = copy.deepcopy(config)
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = load_yaml(SCHEMA, "config schema")
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
     if error is not None:
@@ -266,6 +266,8 @@ def expand_mergekit_configs(config: dict) -> None:
 
 def load(config: dict) -> dict:
     """The validated config with defaults, checked; raises ConfigError."""
+    # before anything walks it: Snakemake's YAML loader keeps aliases as shared references
+    check_loaded(config, "the run config", lambda msg: ConfigError("(top level)", msg))
     config = validate_schema(config)
     expand_mergekit_configs(config)
     check(config)
