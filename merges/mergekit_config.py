@@ -128,7 +128,7 @@ def translate(raw: dict, where: str, resolve) -> Translated:
     which returns a comparable identity (a folder, a run's model name) or raises."""
     name = raw.get("merge_method")
     if name in ("passthrough", "arcee_fusion"):
-        raise MergeInputError(f"{where}: merge_method {name!r} is not supported (README)")
+        raise MergeInputError(f"{where}: merge_method {name!r} is not supported (docs/merging.md)")
     method = get_method(str(name))
     models = raw.get("models") or []
     if not isinstance(models, list) or not models:
