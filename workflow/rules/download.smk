@@ -56,12 +56,12 @@ rule download_prompts:
     output:
         prompts="resources/calibration/{dataset}/{revision}/{split}-{select}-{column}-n{n}.jsonl",
         selection="resources/calibration/{dataset}/{revision}/{split}-{select}-{column}-n{n}.jsonl.meta.json",
+    log:
+        "logs/download_prompts/{dataset}/{revision}/{split}-{select}-{column}-n{n}.log",
     wildcard_constraints:
         select="sampled|first",
         column="auto|messages|prompt",
         n=r"\d+",
-    log:
-        "logs/download_prompts/{dataset}/{revision}/{split}-{select}-{column}-n{n}.log",
     conda:
         "../envs/mergeeval.yaml"
     resources:

@@ -13,6 +13,8 @@ rule generate_request:
         PLAN.request_file("generate", "{batch}"),
     log:
         f"logs/{RUN}/generate_request/{{batch}}.log",
+    conda:
+        "../envs/mergeeval.yaml"
     params:
         request=lambda w: json.dumps(PLAN.generate_request(w.batch), indent=2),
     shell:

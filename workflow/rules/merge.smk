@@ -13,6 +13,8 @@ rule merge_spec:
         f"results/{RUN}/specs/{{merge_id}}.json",
     log:
         f"logs/{RUN}/merge_spec/{{merge_id}}.log",
+    conda:
+        "../envs/mergeeval.yaml"
     params:
         spec=lambda w: json.dumps(PLAN.merge_spec(w.merge_id), indent=2, sort_keys=True),
     shell:

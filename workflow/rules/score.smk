@@ -12,6 +12,8 @@ rule score_request:
         PLAN.request_file("score", "{batch}"),
     log:
         f"logs/{RUN}/score_request/{{batch}}.log",
+    conda:
+        "../envs/mergeeval.yaml"
     params:
         request=lambda w: json.dumps(PLAN.score_request(w.batch), indent=2),
     shell:
