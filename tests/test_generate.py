@@ -170,6 +170,9 @@ def test_a_batch_request_is_checked_before_any_engine_starts(tiny_family, tmp_pa
     request.write_text(json.dumps({"suite": "smoke", "targets": [good | {"colour": 1}]}))
     r = evals_cli("generate", "--request", request, "--manifest", tmp_path / "m.json")
     assert r.returncode == 2 and "colour" in r.stderr and "Traceback" not in r.stderr
+    request.write_text(json.dumps({"suite": "smoke", "engine": {"swap": 4}, "targets": [good]}))
+    r = evals_cli("generate", "--request", request, "--manifest", tmp_path / "m.json")
+    assert r.returncode == 2 and "swap" in r.stderr and "Traceback" not in r.stderr
     r = evals_cli("generate", "--request", request, "--model", experts[0])
     assert r.returncode == 2 and "--manifest" in r.stderr
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "a").exists()
