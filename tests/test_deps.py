@@ -22,10 +22,12 @@ ENGINE = {
     "merges/stream.py",
     "merges/unit_merge.py",
     "merges/deps.py",
-    # the shared core the engine uses: errors, guarded atomic outputs, provenance records
+    # the shared core the engine uses: errors, guarded atomic outputs, provenance records, the
+    # bounded YAML loader (spec files)
     "mergeeval/errors.py",
     "mergeeval/outputs.py",
     "mergeeval/records.py",
+    "mergeeval/yamlio.py",
 }
 
 
