@@ -199,14 +199,14 @@ def test_smoke_dag_interrupted_resumed_and_regression(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    scores = repo / "results/smoke/scores"
+    scored = repo / "results/smoke/batches/score"  # a scoring job's manifest: its files are done
     deadline = time.time() + 1500
-    while time.time() < deadline and len(list(scores.rglob("*.json"))) < 5:
+    while time.time() < deadline and len(list(scored.glob("*.json"))) < 2:
         time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running jobs, mid-run
     proc.wait(timeout=300)
     done = _mtimes(repo / "results/smoke")
-    assert len([p for p in done if "scores" in p.parts]) >= 5
+    assert len([p for p in done if "scores" in p.parts]) >= 2
     # a job cut off between writing its output and being registered as finished is incomplete and
     # rightly rerun; every other finished output must stay untouched
     plan = snakemake("-n", "--cores", "2", *SMOKE, cwd=repo)
@@ -230,7 +230,7 @@ def test_smoke_dag_interrupted_resumed_and_regression(tmp_path):
         for p, t in done.items()
         if p.resolve() not in again and p.parent.resolve() not in again
     }
-    assert len([p for p in done if "scores" in p.parts]) >= 3
+    assert len([p for p in done if "scores" in p.parts]) >= 2
     r = snakemake("--cores", "2", *SMOKE, cwd=repo, timeout=2400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert all(p.stat().st_mtime_ns == t for p, t in done.items() if p.exists()), (
