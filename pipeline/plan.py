@@ -203,7 +203,9 @@ class Plan:
         name, policy = self.split_variant(model)
         if policy == "per_task":
             return {"template": "per_task", "domain_templates": self.domain_templates()}
-        if name == "base":  # the base has no chat template; the paper used the tokenizer_from expert's
+        if (
+            name == "base"
+        ):  # the base has no chat template; the paper used the tokenizer_from expert's
             return {"template": "paper", "template_from": self.model_dir(self.tokenizer_from)}
         return {"template": "paper"}
 
