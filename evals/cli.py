@@ -27,21 +27,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _batch(args, single: tuple[str, ...]) -> bool:
+    """True for a batch (--request and --manifest), False for one item (every flag in `single`);
+    a mix of the two is an error that names both forms."""
+    flags = ", ".join(f"--{f}" for f in single)
+    given = [f for f in single if getattr(args, f)]
+    if args.request:
+        if given or not args.manifest:
+            raise EvalInputError(
+                f"--request FILE takes --manifest FILE and none of {flags} (the request names them)"
+            )
+        return True
+    if len(given) < len(single) or args.manifest:
+        raise EvalInputError(f"give {flags} (or --request FILE and --manifest FILE)")
+    return False
+
+
 def cmd_generate(args) -> int:
     from evals.generate import generate, generate_batch
 
-    single = [f for f in ("model", "suite", "output") if getattr(args, f)]
-    if args.request:
-        if single or not args.manifest:
-            raise EvalInputError(
-                "--request FILE takes --manifest FILE and no --model, --suite or --output "
-                "(the request names them)"
-            )
+    if _batch(args, ("model", "suite", "output")):
         generate_batch(Path(args.request), Path(args.manifest))
         print(args.manifest)
         return 0
-    if len(single) < 3 or args.manifest:
-        raise EvalInputError("give --model, --suite and --output (or --request and --manifest)")
     engine = {"tensor_parallel_size": args.tensor_parallel_size}
     if args.gpu_memory_utilization is not None:
         engine["gpu_memory_utilization"] = args.gpu_memory_utilization
@@ -71,20 +79,10 @@ def cmd_generate(args) -> int:
 def cmd_score(args) -> int:
     from evals.score import score_batch, score_file
 
-    single = [f for f in ("benchmark", "samples", "output") if getattr(args, f)]
-    if args.request:
-        if single or not args.manifest:
-            raise EvalInputError(
-                "--request FILE takes --manifest FILE and no --benchmark, --samples or --output "
-                "(the request names them)"
-            )
+    if _batch(args, ("benchmark", "samples", "output")):
         score_batch(Path(args.request), Path(args.manifest))
         print(args.manifest)
         return 0
-    if len(single) < 3 or args.manifest:
-        raise EvalInputError(
-            "give --benchmark, --samples and --output (or --request and --manifest)"
-        )
     inputs = [("samples file", Path(args.samples)), ("data file", args.data and Path(args.data))]
     guard_output(Path(args.output), inputs, kind="file")
     res = score_file(
