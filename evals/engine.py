@@ -18,22 +18,17 @@ import os
 import time
 from pathlib import Path
 
+from mergeeval.records import MERGE_JSON, SOURCE_JSON, files_digest
+
 # files of a model folder that vLLM does not read, or that do not change what it computes:
 # the weights (reloaded), this project's records, and the chat template (prompts arrive rendered)
-NOT_ENGINE_FILES = ("merge.json", "source.json", "chat_template.jinja", "README.md")
+NOT_ENGINE_FILES = (MERGE_JSON, SOURCE_JSON, "chat_template.jinja", "README.md")
 
 
 def engine_identity(model: Path, engine_args: dict) -> str:
     """Hash of what an engine depends on besides the weights: its arguments and every other file."""
-    h = hashlib.sha256(json.dumps(engine_args, sort_keys=True).encode())
-    for f in sorted(Path(model).iterdir()):
-        name = f.name
-        if not f.is_file() or name.startswith(".") or name in NOT_ENGINE_FILES:
-            continue
-        if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
-            continue
-        h.update(f"{name}\n".encode() + f.read_bytes())
-    return h.hexdigest()
+    args = json.dumps(engine_args, sort_keys=True)
+    return hashlib.sha256(f"{args}\n{files_digest(model, NOT_ENGINE_FILES)}".encode()).hexdigest()
 
 
 class EngineSession:

@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 from evals.errors import EvalInputError
+from mergeeval.records import MERGE_JSON, SOURCE_JSON, files_digest
 
 _TOKENIZERS: dict[str, object] = {}
 
@@ -22,17 +23,10 @@ def folder_tokenizer(folder: Path):
     (a batch's merged folders carry byte-identical copies)."""
     from transformers import AutoTokenizer
 
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).iterdir()):
-        if f.is_file() and not f.name.endswith(".safetensors") and f.name not in RECORDS:
-            h.update(f"{f.name}\n".encode() + f.read_bytes())
-    key = h.hexdigest()
+    key = files_digest(folder, (MERGE_JSON, SOURCE_JSON, "README.md"))
     if key not in _TOKENIZERS:
         _TOKENIZERS[key] = AutoTokenizer.from_pretrained(folder)
     return _TOKENIZERS[key]
-
-
-RECORDS = ("merge.json", "source.json", "README.md", "model.safetensors.index.json")
 
 
 def _folder_template(folder: Path) -> str | None:

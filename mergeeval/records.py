@@ -43,6 +43,20 @@ def file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
+def files_digest(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 of a model folder's files other than its weights (names and bytes, in name order),
+    leaving out hidden files and the names in `exclude`."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).iterdir()):
+        name = f.name
+        if not f.is_file() or name.startswith(".") or name in exclude:
+            continue
+        if name.endswith((".safetensors", ".safetensors.index.json")):
+            continue
+        h.update(f"{name}\n".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def versions(*packages: str) -> dict:
     """Python's version and each installed package's (absent packages are left out)."""
     out = {"python": platform.python_version(), "mergeeval": _version("mergeeval")}
