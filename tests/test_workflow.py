@@ -199,9 +199,12 @@ def test_smoke_dag_interrupted_resumed_and_regression(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    scored = repo / "results/smoke/batches/score"  # a scoring job's manifest: its files are done
+    # a scoring job's manifest is written last, so its score files are done; the newest manifest may
+    # belong to a job Snakemake has not registered as finished yet, so wait for three: at least two
+    # finished jobs, each with at least one score file
+    scored = repo / "results/smoke/batches/score"
     deadline = time.time() + 1500
-    while time.time() < deadline and len(list(scored.glob("*.json"))) < 2:
+    while time.time() < deadline and len(list(scored.glob("*.json"))) < 3:
         time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running jobs, mid-run
     proc.wait(timeout=300)
