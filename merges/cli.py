@@ -1,4 +1,4 @@
-"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,make-tiny,bench-*}`.
+"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,diff,make-tiny,bench-*}`.
 
 `make-tiny` and `bench*` are entries into the tooling package `devtools`."""
 
@@ -227,6 +227,53 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def cmd_diff(args) -> int:
+    from merges.diff import diff_folders, markdown, report_json
+
+    out = None
+    if args.json:
+        from mergeeval.outputs import guard_output
+
+        inputs = [("A", Path(args.a)), ("B", Path(args.b))]
+        inputs += [("--base", Path(args.base))] if args.base else []
+        out = guard_output(Path(args.json), inputs, kind="file", flag="--json")
+    report = diff_folders(
+        Path(args.a),
+        Path(args.b),
+        Path(args.base) if args.base else None,
+        max_rel=args.max_rel,
+        max_ulps=args.max_ulps,
+    )
+    if out is not None:
+        from mergeeval.outputs import write_text_atomic
+
+        write_text_atomic(out, report_json(report))
+    print(markdown(report), end="")
+    return 1 if report["summary"]["over_tolerance"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m merges", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -412,6 +459,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--expert", action="append", required=True)
     v.add_argument("--output", help="write the report here")
     v.set_defaults(fn=cmd_verify)
+
+    df = sub.add_parser(
+        "diff",
+        help="compare two model folders tensor by tensor (exit 1 when over the tolerance)",
+        description="Per tensor: max |A-B|, ||A-B||_F / ||B||_F (with --base: / ||B-base||_F), "
+        "share of entries changed, max distance in bf16 ulps. Exit 0: nothing over the "
+        "tolerance; 1: something is; 2: bad input. A tensor must meet every tolerance given; "
+        "with none given, any change fails (as --max-rel 0).",
+    )
+    df.add_argument("a", metavar="A", help="model folder (safetensors)")
+    df.add_argument("b", metavar="B", help="model folder with A's tensor names and shapes")
+    df.add_argument(
+        "--base", metavar="DIR", help="compare task vectors A-base and B-base (relative to B-base)"
+    )
+    df.add_argument(
+        "--max-rel",
+        type=non_negative_float,
+        metavar="X",
+        help="largest relative Frobenius difference allowed per tensor",
+    )
+    df.add_argument(
+        "--max-ulps",
+        type=non_negative_int,
+        metavar="N",
+        help="largest distance in bf16 ulps allowed per entry",
+    )
+    df.add_argument("--json", metavar="FILE", help="write every tensor's figures and a summary")
+    df.set_defaults(fn=cmd_diff)
 
     b = sub.add_parser(
         "bench",
