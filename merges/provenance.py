@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-from mergeeval.records import MERGE_JSON, SOURCE_JSON, file_identity, model_identity, versions
+from mergeeval.records import (
+    MERGE_JSON,
+    MERGE_PACKAGES,
+    SOURCE_JSON,
+    file_identity,
+    model_identity,
+    versions,
+)
 from merges.deps import code_record
 from merges.policy import describe
 from merges.spec import expert_names
@@ -65,7 +72,7 @@ def merge_record(
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "tf32": False,
-        "versions": versions("torch", "scipy", "safetensors", "transformers"),
+        "versions": versions(*MERGE_PACKAGES),
         "timings": {"total_s": round(total_s, 3), "per_tensor_s": timings},
         "summary": {
             "tensors": len(diagnostics),

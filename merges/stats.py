@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from mergeeval.chat import render_chat
 from mergeeval.outputs import atomic_dir, guard_output
-from mergeeval.records import model_identity, versions
+from mergeeval.records import STATS_PACKAGES, model_identity, versions
 from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.grams import PADDING_MODES, STATS_JSON, gram_key
@@ -283,7 +283,7 @@ def collect_grams(
         "model_dtype": dtype,
         "device": str(dev),
         "recipe": recipe,
-        "versions": versions("torch", "transformers"),
+        "versions": versions(*STATS_PACKAGES),
     }
     with atomic_dir(output) as tmp:
         for fname, tensors in per_file.items():

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from evals.report import read_table
+from tests.test_lock import assert_records_match_lock, in_setup_venv
 from tests.test_workflow import ENV, job_counts, repo_copy, scheduled_merges, snakemake
 
 EXPECTED = Path("config/demo_expected")
@@ -33,6 +34,9 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     ok = compare(repo, table, EXPECTED / "table1.csv", str(EXPECTED / "band.csv"))
     assert ok.returncode == 0 or len(ok.stdout.splitlines()) <= 4, ok.stdout + ok.stderr
     first = table.read_bytes()
+    # every merge.json, statistics file, generation meta and score file records the lock's versions
+    if in_setup_venv():
+        assert assert_records_match_lock(repo / "results/demo") > 100
     baseline = tmp_path / "baseline.csv"
     baseline.write_bytes(first)
 
