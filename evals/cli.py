@@ -110,6 +110,7 @@ def cmd_report(args) -> int:
         cells.setdefault(parts[0], {})[parts[1]] = Path(parts[2])
     inputs = [("score file", p) for row in cells.values() for p in row.values()]
     inputs.append(("baseline", args.baseline and Path(args.baseline)))
+    inputs.append(("fingerprints", args.fingerprints and Path(args.fingerprints)))
     for suffix in (".md", ".csv", ".json", ".png"):
         guard_output(Path(args.output + suffix), inputs, kind="file")
     extra = json.loads(Path(args.extra).read_text()) if args.extra else None
@@ -123,6 +124,7 @@ def cmd_report(args) -> int:
         extra,
         recipes=key_values(args.recipe, "--recipe", "ROW=TEXT"),
         paper_rows=key_values(args.paper_row, "--paper-row", "ROW=REFERENCE_ROW"),
+        fingerprints=Path(args.fingerprints) if args.fingerprints else None,
     )
     print(
         f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
@@ -240,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", required=True)
     r.add_argument("--template", required=True, help="the template policy, shown in the report")
     r.add_argument("--baseline", help="CSV of an earlier report to compare with")
+    r.add_argument(
+        "--fingerprints", help="the run's collected merge fingerprints (merges fingerprint-collect)"
+    )
     r.add_argument(
         "--noise-band",
         default="0.5",

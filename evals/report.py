@@ -18,6 +18,7 @@ from pathlib import Path
 
 from evals.errors import EvalInputError
 from evals.registry import Suite, get_suite
+from evals.report_fingerprints import fingerprint_report
 from mergeeval.outputs import atomic_file, write_text_atomic
 
 Table = dict[str, dict[str, float]]  # {row: {column: percent}}; "average" once every cell is there
@@ -266,6 +267,7 @@ def write_report(
     extra: dict | None = None,
     recipes: dict[str, str] | None = None,
     paper_rows: dict[str, str] | None = None,
+    fingerprints: Path | None = None,
 ) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record. `suite` is a suite name or file:
     its benchmarks are the columns, its headlines the metrics, its reference table the paper's."""
@@ -326,12 +328,15 @@ def write_report(
         },
         **(extra or {}),
     }
+    weights, record["fingerprints"] = (
+        fingerprint_report(fingerprints, {row for row, _, _ in record["moved"]})
+        if fingerprints
+        else ([], {})
+    )
+    md = to_markdown(table, cols, title, notes, paper, base, band, recipes, paper_rows)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table, cols))
-    write_text_atomic(
-        out_prefix.with_suffix(".md"),
-        to_markdown(table, cols, title, notes, paper, base, band, recipes, paper_rows),
-    )
+    write_text_atomic(out_prefix.with_suffix(".md"), md + "".join(f"{x}\n" for x in weights))
     plot(table, cols, out_prefix.with_suffix(".png"), title)
     write_text_atomic(out_prefix.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     return record

@@ -1,4 +1,5 @@
-"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,diff,make-tiny,bench-*}`.
+"""Command line: `python -m merges {list,run,stats,download,download-prompts,verify,diff,
+fingerprint*,make-tiny,bench-*}`.
 
 `make-tiny` and `bench*` are entries into the tooling package `devtools`."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from mergeeval.cli import key_values, positive_int
 from merges.device import DEVICES
 from merges.errors import MergeInputError
+from merges.fingerprint import TOLERANCE as FINGERPRINT_TOLERANCE
 from merges.grams import PADDING_MODES
 from merges.hub import PROMPT_COLUMNS, SELECTIONS
 from merges.policy import REST_POLICIES
@@ -274,6 +276,41 @@ def cmd_diff(args) -> int:
     return 1 if report["summary"]["over_tolerance"] else 0
 
 
+def cmd_fingerprint(args) -> int:
+    from mergeeval.outputs import guard_output, write_text_atomic
+    from merges.fingerprint_baseline import check_merge, describe
+
+    inputs = [("model", Path(args.model)), ("--base", args.base and Path(args.base))]
+    out = guard_output(Path(args.output), inputs, kind="file")
+    record = check_merge(
+        Path(args.model),
+        Path(args.base) if args.base else None,
+        args.id,
+        Path(args.baseline) if args.baseline else None,
+        args.tolerance,
+    )
+    write_text_atomic(out, json.dumps(record, indent=1) + "\n")
+    print(describe(args.id, record), flush=True)
+    moved = (record["comparison"] or {}).get("status") == "moved"
+    return 1 if moved and args.strict else 0
+
+
+def cmd_fingerprint_collect(args) -> int:
+    from mergeeval.outputs import write_text_atomic
+    from merges.fingerprint_baseline import collect
+
+    write_text_atomic(Path(args.output), json.dumps(collect(args.files), indent=1) + "\n")
+    return 0
+
+
+def cmd_fingerprint_compare(args) -> int:
+    from merges.fingerprint_baseline import compare_collections, markdown
+
+    results = compare_collections(Path(args.new), Path(args.baseline), args.tolerance)
+    print(markdown(results), end="")
+    return 1 if any(r["status"] in ("moved", "incomparable") for r in results.values()) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m merges", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -487,6 +524,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     df.add_argument("--json", metavar="FILE", help="write every tensor's figures and a summary")
     df.set_defaults(fn=cmd_diff)
+
+    fp = sub.add_parser(
+        "fingerprint",
+        help="fingerprint a merged folder (per tensor: delta norm, projections, hash); "
+        "compare with a baseline",
+    )
+    fp.add_argument("model", help="merged model folder")
+    fp.add_argument("--base", help="the base model: fingerprints describe the merged delta")
+    fp.add_argument("--id", required=True, help="the merge's id (its key in the baseline)")
+    fp.add_argument("--baseline", help="collected fingerprints to compare with")
+    fp.add_argument("--tolerance", type=non_negative_float, default=FINGERPRINT_TOLERANCE,
+                    help="relative change of a tensor's delta that counts as moved")  # fmt: skip
+    fp.add_argument("--strict", action="store_true", help="exit 1 when the merge moved")
+    fp.add_argument("-o", "--output", required=True, help="the fingerprint file (JSON)")
+    fp.set_defaults(fn=cmd_fingerprint)
+
+    fc = sub.add_parser("fingerprint-collect", help="one file of a run's fingerprints (a baseline)")
+    fc.add_argument("files", nargs="+", type=Path, help="`merges fingerprint` outputs")
+    fc.add_argument("-o", "--output", required=True)
+    fc.set_defaults(fn=cmd_fingerprint_collect)
+
+    fx = sub.add_parser(
+        "fingerprint-compare",
+        help="compare a run's collected fingerprints with a baseline (exit 1 when a merge moved)",
+    )
+    fx.add_argument("new", help="this run's fingerprints.json")
+    fx.add_argument("baseline", help="the committed fingerprints.json")
+    fx.add_argument("--tolerance", type=non_negative_float, default=FINGERPRINT_TOLERANCE)
+    fx.set_defaults(fn=cmd_fingerprint_compare)
 
     b = sub.add_parser(
         "bench",

@@ -156,9 +156,10 @@ def check(config: dict) -> None:
             "eval.compare_template",
             f"{compare!r} is already eval.template; name the other policy or drop the key",
         )
-    base = config["report"].get("baseline")
-    if base and not Path(base).exists():
-        raise ConfigError("report.baseline", f"{base} does not exist")
+    for key in ("baseline", "baseline_fingerprints"):
+        base = config["report"].get(key)
+        if base and not Path(base).exists():
+            raise ConfigError(f"report.{key}", f"{base} does not exist")
     band = config["report"]["noise_band"]
     if isinstance(band, str) and not Path(band).is_file():
         raise ConfigError(

@@ -209,6 +209,23 @@ class Plan:
             return {"template": "paper", "template_from": self.model_dir(self.tokenizer_from)}
         return {"template": "paper"}
 
+    def fingerprint_file(self, merge_id: str) -> str:
+        return f"results/{self.run}/fingerprints/{merge_id}.json"
+
+    def fingerprint_args(self) -> str:
+        """`python -m merges fingerprint` options: the baseline, tolerance and stop switch."""
+        rep = self.config["report"]
+        return argv(
+            ("--baseline", rep["baseline_fingerprints"]),
+            ("--tolerance", rep["fingerprint_tolerance"]),
+            ("--strict", rep["stop_on_moved_merge"]),
+        )
+
+    def batch_fingerprints(self, batch: str) -> list[str]:
+        """The fingerprint checks of the merges a generation batch holds: they run first."""
+        names = dict.fromkeys(self.split_variant(m)[0] for m in self.batches[batch])
+        return [self.fingerprint_file(n) for n in names if n in self.merges]
+
     # -- generation and scoring jobs ---------------------------------------------------------
     @cached_property
     def batches(self) -> dict[str, list[str]]:
@@ -322,6 +339,10 @@ class Plan:
             ]
         return cells
 
+    def fingerprints_file(self) -> str:
+        """The run's collected merge fingerprints (a later run's report.baseline_fingerprints)."""
+        return f"results/{self.run}/fingerprints.json"
+
     def report_prefix(self) -> str:
         return f"results/{self.run}/table1"
 
@@ -336,6 +357,7 @@ class Plan:
             ("--template", self.eval["template"]),
             ("--baseline", rep["baseline"]),
             ("--noise-band", rep["noise_band"]),
+            ("--fingerprints", self.fingerprints_file() if self.merges else None),
             *[
                 ("--recipe", f"{mid}={m['recipe']}")
                 for mid, m in self.merges.items()

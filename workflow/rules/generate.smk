@@ -1,7 +1,9 @@
 """Samples: one job per batch of model folders (eval.models_per_job; pipeline.plan.Plan.batches),
 one vLLM engine for all of them. Its request file lists every target (folder, template policy,
 benchmarks); its manifest, the job's output, is written last. The samples beside it are kept by
-an interrupted job and reused by the next one when their request key matches."""
+an interrupted job and reused by the next one when their request key matches. The batch's merges
+are fingerprinted first (merge.smk); a fingerprint check that runs again (a new baseline) does not
+make the generation run again."""
 
 
 localrules:
@@ -25,6 +27,7 @@ rule generate_samples:
     input:
         request=PLAN.request_file("generate", "{batch}"),
         models=lambda w: PLAN.batch_model_dirs(w.batch),
+        fingerprints=lambda w: [ancient(f) for f in PLAN.batch_fingerprints(w.batch)],
         templates=[PLAN.model_dir(e) for e in EXPERTS],
     output:
         PLAN.batch_manifest("generate", "{batch}"),

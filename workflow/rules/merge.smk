@@ -43,3 +43,29 @@ rule merge_model:
         code_sha256=merge_code_sha256,
     shell:
         "python -m merges run --spec {input.spec:q} --quiet > {log:q} 2>&1"
+
+
+rule fingerprint_merge:
+    """A few numbers per tensor of the merged delta, compared with report.baseline_fingerprints
+    right after the merge and before any generation of it: a moved merge is named with its tensors
+    on the console and in the report (and stops the DAG with report.stop_on_moved_merge).
+    """
+    input:
+        model=f"results/{RUN}/models/{{merge_id}}",
+        base=PLAN.model_dir("base"),
+        baseline=PLAN.config["report"]["baseline_fingerprints"] or [],
+    output:
+        PLAN.fingerprint_file("{merge_id}"),
+    log:
+        f"logs/{RUN}/fingerprint_merge/{{merge_id}}.log",
+    benchmark:
+        f"benchmarks/{RUN}/fingerprint_merge/{{merge_id}}.tsv"
+    conda:
+        "../envs/mergeeval.yaml"
+    resources:
+        **PLAN.resources("merge"),
+    params:
+        options=PLAN.fingerprint_args(),
+    shell:
+        "python -m merges fingerprint {input.model:q} --base {input.base:q} "
+        "--id {wildcards.merge_id:q} {params.options} -o {output:q} 2> {log:q} | tee -a {log:q}"

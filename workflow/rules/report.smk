@@ -1,9 +1,27 @@
 """The Table 1 report next to the paper's numbers (and a baseline table, in regression mode)."""
 
 
+localrules:
+    collect_fingerprints,
+
+
+rule collect_fingerprints:
+    input:
+        [PLAN.fingerprint_file(m) for m in PLAN.merges],
+    output:
+        PLAN.fingerprints_file(),
+    log:
+        f"logs/{RUN}/collect_fingerprints.log",
+    conda:
+        "../envs/mergeeval.yaml"
+    shell:
+        "python -m merges fingerprint-collect {input:q} -o {output:q} > {log:q} 2>&1"
+
+
 rule report_table:
     input:
         [PLAN.batch_manifest("score", b) for b in PLAN.batches],
+        [PLAN.fingerprints_file()] if PLAN.merges else [],
     output:
         multiext(PLAN.report_prefix(), ".md", ".csv", ".json", ".png"),
     log:
