@@ -124,12 +124,14 @@ def top_svd(
     """
     m, n = x.shape
     r = min(m, n)
+    if k is not None and k < 0:
+        raise ValueError(f"top_svd: k = {k} < 0")
     k = r if k is None else min(k, r)
     rtol = gram_rtol(x.dtype)
     if rtol < 1:
         g, tall = _gram(x)
         if k < r or rank_eps is not None or _condition_below(g, rtol):
-            s, q = _gram_eigh(g, k if k <= PARTIAL_EIGH_MAX_FRACTION * r else None)
+            s, q = _gram_eigh(g, k if 0 < k <= PARTIAL_EIGH_MAX_FRACTION * r else None)
             kt = k if rank_eps is None else min(k, numerical_rank(s[:k], (m, n), rank_eps))
             if kt == 0 or s[kt - 1] > rtol * s[0]:
                 s, q = s[:kt], q[:, :kt]
