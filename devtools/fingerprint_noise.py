@@ -4,7 +4,7 @@ under other torch thread counts, fingerprinted, and compared with the run's own 
     python -m devtools.fingerprint_noise results/demo --threads 1 3 [--workdir /tmp/fp-noise]
 
 Prints, per merge and thread count, the largest relative change of a tensor's delta and how many
-tensors differ in their bits; the fingerprint tolerance (merges.fingerprint.TOLERANCE) must sit
+tensors differ in their bits; the fingerprint tolerance (merges.fingerprint_check.TOLERANCE) must sit
 well above the largest figure and well below what a real bug moves.
 """
 
@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from merges.fingerprint import fingerprint, relative_change
+from merges.fingerprint import fingerprint
+from merges.fingerprint_check import relative_change
 
 
 def merge_again(spec: Path, out: Path, threads: int) -> None:

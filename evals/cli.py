@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--template", required=True, help="the template policy, shown in the report")
     r.add_argument("--baseline", help="CSV of an earlier report to compare with")
     r.add_argument(
-        "--fingerprints", help="the run's collected merge fingerprints (merges fingerprint-collect)"
+        "--fingerprints",
+        help="the run's collected merge fingerprints (results/RUN/fingerprints.json)",
     )
     r.add_argument(
         "--noise-band",

@@ -1,5 +1,5 @@
 """The report's section on merged weights: each merge's fingerprint check against the baseline
-(`results/RUN/fingerprints.json`, written by `python -m merges fingerprint-collect`) beside
+(`results/RUN/fingerprints.json`, written by `python -m merges.fingerprint_check collect`) beside
 whether its score rows moved, so a moved merge whose scores held still is said as such."""
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from pathlib import Path
 from mergeeval.cli import key_values, positive_int
 from merges.device import DEVICES
 from merges.errors import MergeInputError
-from merges.fingerprint import TOLERANCE as FINGERPRINT_TOLERANCE
+from merges.fingerprint_check import TOLERANCE as FINGERPRINT_TOLERANCE
+from merges.fingerprint_check import add_check_options
 from merges.grams import PADDING_MODES
 from merges.hub import PROMPT_COLUMNS, SELECTIONS
 from merges.policy import REST_POLICIES
@@ -127,6 +128,13 @@ def cmd_run(args) -> int:
 
     spec = run_spec(args)
     record = run_merge(spec, progress=not args.quiet)
+    if args.fingerprint:
+        from mergeeval.outputs import write_text_atomic
+        from merges.fingerprint import fingerprint
+
+        fp = fingerprint(Path(spec.output), Path(spec.base))
+        fp = {"model": str(spec.output), "fingerprint": fp}
+        write_text_atomic(Path(args.fingerprint), json.dumps(fp, indent=1) + "\n")
     s = record["summary"]
     print(
         f"merged {s['tensors']} tensors ({s['method_tensors']} by {record['method']}) into {spec.output} "
@@ -278,33 +286,21 @@ def cmd_diff(args) -> int:
 
 def cmd_fingerprint(args) -> int:
     from mergeeval.outputs import guard_output, write_text_atomic
-    from merges.fingerprint_baseline import check_merge, describe
+    from merges.fingerprint import fingerprint
+    from merges.fingerprint_check import check, describe
 
     inputs = [("model", Path(args.model)), ("--base", args.base and Path(args.base))]
     out = guard_output(Path(args.output), inputs, kind="file")
-    record = check_merge(
-        Path(args.model),
-        Path(args.base) if args.base else None,
-        args.id,
-        Path(args.baseline) if args.baseline else None,
-        args.tolerance,
-    )
+    fp = fingerprint(Path(args.model), Path(args.base) if args.base else None)
+    record = check(fp, args.id, Path(args.baseline) if args.baseline else None, args.tolerance)
     write_text_atomic(out, json.dumps(record, indent=1) + "\n")
     print(describe(args.id, record), flush=True)
     moved = (record["comparison"] or {}).get("status") == "moved"
     return 1 if moved and args.strict else 0
 
 
-def cmd_fingerprint_collect(args) -> int:
-    from mergeeval.outputs import write_text_atomic
-    from merges.fingerprint_baseline import collect
-
-    write_text_atomic(Path(args.output), json.dumps(collect(args.files), indent=1) + "\n")
-    return 0
-
-
 def cmd_fingerprint_compare(args) -> int:
-    from merges.fingerprint_baseline import compare_collections, markdown
+    from merges.fingerprint_check import compare_collections, markdown
 
     results = compare_collections(Path(args.new), Path(args.baseline), args.tolerance)
     print(markdown(results), end="")
@@ -401,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept the same expert folder twice (it then counts twice)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--fingerprint",
+        metavar="FILE",
+        help="also write the merge's fingerprint (per tensor: delta norm, projections, hash)",
+    )
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="RegMean input Grams of a model over prompts")
@@ -532,18 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fp.add_argument("model", help="merged model folder")
     fp.add_argument("--base", help="the base model: fingerprints describe the merged delta")
-    fp.add_argument("--id", required=True, help="the merge's id (its key in the baseline)")
-    fp.add_argument("--baseline", help="collected fingerprints to compare with")
-    fp.add_argument("--tolerance", type=non_negative_float, default=FINGERPRINT_TOLERANCE,
-                    help="relative change of a tensor's delta that counts as moved")  # fmt: skip
-    fp.add_argument("--strict", action="store_true", help="exit 1 when the merge moved")
-    fp.add_argument("-o", "--output", required=True, help="the fingerprint file (JSON)")
+    add_check_options(fp)
     fp.set_defaults(fn=cmd_fingerprint)
-
-    fc = sub.add_parser("fingerprint-collect", help="one file of a run's fingerprints (a baseline)")
-    fc.add_argument("files", nargs="+", type=Path, help="`merges fingerprint` outputs")
-    fc.add_argument("-o", "--output", required=True)
-    fc.set_defaults(fn=cmd_fingerprint_collect)
 
     fx = sub.add_parser(
         "fingerprint-compare",

@@ -209,11 +209,16 @@ class Plan:
             return {"template": "paper", "template_from": self.model_dir(self.tokenizer_from)}
         return {"template": "paper"}
 
+    def fingerprint_raw(self, merge_id: str) -> str:
+        """The merge job's fingerprint of its result (`merges run --fingerprint`)."""
+        return f"results/{self.run}/fingerprints/raw/{merge_id}.json"
+
     def fingerprint_file(self, merge_id: str) -> str:
+        """The fingerprint beside its comparison with report.baseline_fingerprints."""
         return f"results/{self.run}/fingerprints/{merge_id}.json"
 
     def fingerprint_args(self) -> str:
-        """`python -m merges fingerprint` options: the baseline, tolerance and stop switch."""
+        """`merges.fingerprint_check check` options: the baseline, tolerance and stop switch."""
         rep = self.config["report"]
         return argv(
             ("--baseline", rep["baseline_fingerprints"]),

@@ -2,6 +2,9 @@
 table, a method broken on purpose moves its own rows and no other, and undoing the break gives
 back the identical table (the rerun branch is deterministic)."""
 
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +37,10 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     ok = compare(repo, table, EXPECTED / "table1.csv", str(EXPECTED / "band.csv"))
     assert ok.returncode == 0 or len(ok.stdout.splitlines()) <= 4, ok.stdout + ok.stderr
     first = table.read_bytes()
+    # the same tree: every merge's fingerprint matches the committed one within its tolerance
+    record = json.loads((repo / "results/demo/table1.json").read_text())
+    statuses = {m: r["status"] for m, r in record["fingerprints"]["merges"].items()}
+    assert set(statuses.values()) <= {"identical", "bits"}, statuses
     # every merge.json, statistics file, generation meta and score file records the lock's versions
     if in_setup_venv():
         assert assert_records_match_lock(repo / "results/demo") > 100
@@ -46,7 +53,13 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert BROKEN[0] in source
     method.write_text(source.replace(*BROKEN))
     cfg = yaml.safe_load((repo / "config/demo.yaml").read_text())
-    cfg["report"] = {"baseline": str(baseline), "noise_band": str(EXPECTED / "band.csv")}
+    fingerprints = tmp_path / "fingerprints.json"
+    shutil.copy(repo / "results/demo/fingerprints.json", fingerprints)
+    cfg["report"] = {
+        "baseline": str(baseline),
+        "noise_band": str(EXPECTED / "band.csv"),
+        "baseline_fingerprints": str(fingerprints),
+    }
     regress = repo / "config/demo-regression.yaml"
     regress.write_text(yaml.safe_dump(cfg, sort_keys=False))  # key order is the experts' order
 
@@ -58,10 +71,23 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     # one generation and one scoring job: the batch of folders that holds task_arithmetic
     assert jobs["generate_samples"] == 1 and jobs["score_samples"] == 1
     assert "collect_stats" not in jobs
+    # a new baseline reruns every fingerprint check (cheap), never a generation beyond the batch
+    assert jobs["fingerprint_merge"] == len(cfg["merges"])
 
     r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    import json
+    # the broken merge is named with its tensors right after it is written, before its generation
+    assert "task_arithmetic: MOVED" in r.stdout + r.stderr
+    check = json.loads((repo / "results/demo/fingerprints/task_arithmetic.json").read_text())
+    assert check["comparison"]["status"] == "moved"
+    assert min(check["comparison"]["moved"].values()) > 1.0  # a sign flip: about 2
+    gen = next(
+        p
+        for p in (repo / "results/demo/batches/generate").glob("*.json")
+        if "task_arithmetic" in p.read_text()
+    )
+    fp_file = repo / "results/demo/fingerprints/task_arithmetic.json"
+    assert fp_file.stat().st_mtime < gen.stat().st_mtime
 
     # inside that job only task_arithmetic's rows were generated again; its neighbours' samples
     # were reused (their request keys did not change)
@@ -75,6 +101,12 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert len(manifest["targets"]) > 2
 
     record = json.loads((repo / "results/demo/table1.json").read_text())
+    weights = record["fingerprints"]["merges"]
+    assert (
+        weights["task_arithmetic"]["status"] == "moved"
+        and weights["task_arithmetic"]["scores_moved"]
+    )
+    assert all(w["status"] == "identical" for m, w in weights.items() if m != "task_arithmetic")
     moved_rows = {row for row, _, _ in record["moved"]}
     assert moved_rows == {"task_arithmetic", "task_arithmetic@paper"}, record["moved"]
     md = (repo / "results/demo/table1.md").read_text()
@@ -83,6 +115,7 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
             assert ("**moved" in line) == line.startswith(
                 ("| task_arithmetic |", "| task_arithmetic@paper |")
             ), line
+    assert re.search(r"- \*\*task_arithmetic\*\*: \d+ tensors moved", md) and "its scores moved too" in md
     said = compare(repo, table, baseline, str(EXPECTED / "band.csv"))
     assert said.returncode == 1 and "task_arithmetic" in said.stdout
     assert all("task_arithmetic" in line for line in said.stdout.splitlines()[1:]), said.stdout

@@ -5,14 +5,25 @@ comparison names what moved (checked against formulas written here, not against 
 import hashlib
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from merges.cli import main
-from merges.fingerprint import TOLERANCE, K, compare, fingerprint, relative_change
-from merges.fingerprint_baseline import collect, compare_collections
+from merges.fingerprint import fingerprint
+from merges.fingerprint_check import (
+    TOLERANCE,
+    K,
+    collect,
+    compare,
+    compare_collections,
+    relative_change,
+)
+from merges.fingerprint_check import main as check_main
 
 SHAPES = {"embed.weight": (40, 16), "layer.0.q.weight": (64, 64), "norm.weight": (16,)}
 
@@ -108,7 +119,7 @@ def test_cli_fingerprint_collect_and_compare(tmp_path, base_delta, capsys):
         assert main(["fingerprint", str(model), "--base", str(b), "--id", mid,
                      "-o", str(tmp_path / f"fp-{mid}.json")]) == 0  # fmt: skip
     files = [str(tmp_path / "fp-ta.json"), str(tmp_path / "fp-ties.json")]
-    assert main(["fingerprint-collect", *files, "-o", str(tmp_path / "baseline.json")]) == 0
+    assert check_main(["collect", *files, "-o", str(tmp_path / "baseline.json")]) == 0
     baseline = str(tmp_path / "baseline.json")
 
     args = ["--base", str(b), "--baseline", baseline]
@@ -123,7 +134,7 @@ def test_cli_fingerprint_collect_and_compare(tmp_path, base_delta, capsys):
     )
     assert "dare: no baseline fingerprint" in capsys.readouterr().out
 
-    assert main(["fingerprint-collect", *files, "-o", str(tmp_path / "run.json")]) == 0
+    assert check_main(["collect", *files, "-o", str(tmp_path / "run.json")]) == 0
     assert main(["fingerprint-compare", str(tmp_path / "run.json"), baseline]) == 1
     out = capsys.readouterr().out
     assert out.startswith("1 of 2 merges moved") and "ta: MOVED" in out
@@ -141,5 +152,26 @@ def test_a_malformed_baseline_is_one_error(tmp_path, base_delta, capsys):
     rc = main(["fingerprint", str(model), "--base", str(b), "--id", "ta", "--baseline", str(bad),
                "-o", str(tmp_path / "out.json")])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2 and "baseline fingerprints" in err and "fingerprint-collect" in err
+    assert rc == 2 and "baseline fingerprints" in err and "fingerprints.json" in err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_dag_path_merge_run_then_a_check_without_torch(tmp_path, capsys):
+    """`merges run --fingerprint` writes the raw fingerprint; `merges.fingerprint_check check`
+    (no torch import) compares it; both agree with `merges fingerprint` on the same folder."""
+    models = Path(__file__).resolve().parents[1] / "demofamily/models"
+    base, expert = models / "base", models / "math"
+    raw, out = tmp_path / "raw.json", tmp_path / "ta.json"
+    args = ["run", "--method", "task_arithmetic", "--base", str(base), "--expert", str(expert),
+            "--output", str(tmp_path / "ta"), "--quiet", "--fingerprint", str(raw)]  # fmt: skip
+    assert main(args) == 0
+    assert check_main(["check", str(raw), "--id", "ta", "-o", str(out)]) == 0
+    direct = fingerprint(tmp_path / "ta", base)
+    assert json.loads(out.read_text())["fingerprint"] == direct
+    assert (
+        f"ta: fingerprinted ({len(direct['tensors'])} tensors), no baseline"
+        in capsys.readouterr().out
+    )
+    code = "import sys, merges.fingerprint_check; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"

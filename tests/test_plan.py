@@ -83,6 +83,27 @@ def test_demo_batches_cover_every_model_once_with_its_policies_together():
     targets = [t for b in batches for t in plan.generate_request(b)["targets"]]
     assert [t["output"] for t in targets] == [plan.samples_dir(m) for m in flat]
     assert plan.score_request("batch1")["allow_unsandboxed"] is False
+    # every merge of a batch is fingerprint-checked before the batch generates; base and experts
+    # are not merges
+    checked = [f for b in batches for f in plan.batch_fingerprints(b)]
+    assert sorted(checked) == sorted(plan.fingerprint_file(m) for m in plan.merges)
+    assert plan.fingerprint_file("ties") == "results/demo/fingerprints/ties.json"
+
+
+def test_fingerprint_options_follow_the_report_keys(tmp_path):
+    c = cfg("demo")
+    baseline = tmp_path / "fingerprints.json"
+    baseline.write_text("{}")
+    c["report"] = {"baseline_fingerprints": str(baseline), "fingerprint_tolerance": 0.05,
+                   "stop_on_moved_merge": True}  # fmt: skip
+    assert shlex.split(Plan(c).fingerprint_args()) == [
+        "--baseline", str(baseline), "--tolerance", "0.05", "--strict"
+    ]  # fmt: skip
+    c["report"] = {}
+    assert Plan(c).fingerprint_args() == ""
+    c["report"] = {"baseline_fingerprints": str(tmp_path / "missing.json")}
+    with pytest.raises(ConfigError, match="report.baseline_fingerprints"):
+        Plan(c)
 
 
 def test_table1_plan_hub_paths_specs_and_generation_options():

@@ -182,7 +182,7 @@ def job_counts(out: str) -> dict:
 def scheduled_merges(out: str, run: str) -> set:
     prefix = f"results/{run}/models/"
     return {
-        line.split(prefix, 1)[1].strip().rstrip(",")
+        line.split(prefix, 1)[1].split(",")[0].strip()
         for line in out.splitlines()
         if line.strip().startswith("output:") and prefix in line and "verified" not in line
     }

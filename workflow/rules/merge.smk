@@ -6,6 +6,7 @@ reruns those merges and everything downstream of them."""
 
 localrules:
     merge_spec,
+    check_fingerprint,
 
 
 rule merge_spec:
@@ -29,8 +30,10 @@ rule merge_model:
         verified=f"results/{RUN}/models/verified.json",
         stats=lambda w: PLAN.merge_stats(w.merge_id),
         code=merge_code,
+        fingerprint_code="merges/fingerprint.py",
     output:
-        directory(f"results/{RUN}/models/{{merge_id}}"),
+        model=directory(f"results/{RUN}/models/{{merge_id}}"),
+        fingerprint=PLAN.fingerprint_raw("{merge_id}"),
     log:
         f"logs/{RUN}/merge_model/{{merge_id}}.log",
     benchmark:
@@ -42,30 +45,26 @@ rule merge_model:
     params:
         code_sha256=merge_code_sha256,
     shell:
-        "python -m merges run --spec {input.spec:q} --quiet > {log:q} 2>&1"
+        "python -m merges run --spec {input.spec:q} --quiet "
+        "--fingerprint {output.fingerprint:q} > {log:q} 2>&1"
 
 
-rule fingerprint_merge:
-    """A few numbers per tensor of the merged delta, compared with report.baseline_fingerprints
+rule check_fingerprint:
+    """The merge's fingerprint (written by its merge job) against report.baseline_fingerprints,
     right after the merge and before any generation of it: a moved merge is named with its tensors
-    on the console and in the report (and stops the DAG with report.stop_on_moved_merge).
-    """
+    on the console and in the report (and stops the DAG with report.stop_on_moved_merge). A local
+    job without torch: a fraction of a second."""
     input:
-        model=f"results/{RUN}/models/{{merge_id}}",
-        base=PLAN.model_dir("base"),
+        raw=PLAN.fingerprint_raw("{merge_id}"),
         baseline=PLAN.config["report"]["baseline_fingerprints"] or [],
     output:
         PLAN.fingerprint_file("{merge_id}"),
     log:
-        f"logs/{RUN}/fingerprint_merge/{{merge_id}}.log",
-    benchmark:
-        f"benchmarks/{RUN}/fingerprint_merge/{{merge_id}}.tsv"
+        f"logs/{RUN}/check_fingerprint/{{merge_id}}.log",
     conda:
         "../envs/mergeeval.yaml"
-    resources:
-        **PLAN.resources("merge"),
     params:
         options=PLAN.fingerprint_args(),
     shell:
-        "python -m merges fingerprint {input.model:q} --base {input.base:q} "
-        "--id {wildcards.merge_id:q} {params.options} -o {output:q} 2> {log:q} | tee -a {log:q}"
+        "python -m merges.fingerprint_check check {input.raw:q} --id {wildcards.merge_id:q} "
+        "{params.options} -o {output:q} 2> {log:q} | tee -a {log:q}"

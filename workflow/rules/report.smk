@@ -15,7 +15,7 @@ rule collect_fingerprints:
     conda:
         "../envs/mergeeval.yaml"
     shell:
-        "python -m merges fingerprint-collect {input:q} -o {output:q} > {log:q} 2>&1"
+        "python -m merges.fingerprint_check collect {input:q} -o {output:q} > {log:q} 2>&1"
 
 
 rule report_table:
