@@ -115,7 +115,10 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
             assert ("**moved" in line) == line.startswith(
                 ("| task_arithmetic |", "| task_arithmetic@paper |")
             ), line
-    assert re.search(r"- \*\*task_arithmetic\*\*: \d+ tensors moved", md) and "its scores moved too" in md
+    assert (
+        re.search(r"- \*\*task_arithmetic\*\*: \d+ tensors moved", md)
+        and "its scores moved too" in md
+    )
     said = compare(repo, table, baseline, str(EXPECTED / "band.csv"))
     assert said.returncode == 1 and "task_arithmetic" in said.stdout
     assert all("task_arithmetic" in line for line in said.stdout.splitlines()[1:]), said.stdout
