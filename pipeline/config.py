@@ -180,12 +180,6 @@ def _check_hub(models: dict) -> None:
                 raise ConfigError(
                     f"{key}.{field}", "missing; a hub model needs repo_id and revision"
                 )
-        if not re.fullmatch(r"[0-9a-f]{40}", m["revision"]):
-            print(
-                f"warning: {key}.revision {m['revision']!r} is not a commit hash; "
-                "the resolved commit is recorded in source.json",
-                file=sys.stderr,
-            )
         ident = (m["repo_id"], m["revision"])
         if name != "base" and ident in seen:
             raise ConfigError(

@@ -1,17 +1,21 @@
 """The jobs of one run, from its config: models, merges (as spec records), statistics, generation
-and scoring requests, and the report's cells. Pure planning: nothing is run or written here, so
-every decision can be tested without Snakemake; the rule files only map these to rules."""
+and scoring requests, and the report's cells. Pure planning, so every decision can be tested
+without Snakemake (the rule files only map these to rules); the one thing written is the run's
+revision lock, by `lock_revisions`, which the Snakefile calls before any job runs."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from evals.registry import Suite, get_suite
 from merges.hub import slug
 from merges.registry import get_method
 from pipeline.config import STATS_RECIPES, load
+from pipeline.revisions import hub_inputs, lock_revisions, resolve_on_hub, unpinned
 
 
 def argv(*pairs) -> str:
@@ -43,6 +47,33 @@ class Plan:
         self.stats = self.config["stats"]
         self.experts = list(self.models["experts"])
         self.compare = self.eval.get("compare_template")
+        self.data_revisions: dict[str, str] = {}  # benchmark -> dataset commit (lock_revisions)
+
+    # -- hub revisions -----------------------------------------------------------------------
+    def lock_file(self) -> str:
+        return f"results/{self.run}/revisions.lock.yaml"
+
+    def lock_revisions(self, update: bool = False, resolve=None) -> dict[str, str]:
+        """Resolve every hub input's branch or tag to a commit through the run's lock file
+        (pipeline.revisions); from then on every path and request of the plan names the commit.
+        A paper run warns for each input its config does not pin."""
+        items = hub_inputs(self.config, self.suite)
+        if self.run == "table1":
+            for it in unpinned(items):
+                print(f"warning: {it.key}: {it.repo}@{it.revision} is not pinned in the config; "
+                      f"its commit is locked in {self.lock_file()}", file=sys.stderr)  # fmt: skip
+        commits = lock_revisions(items, Path(self.lock_file()), update, resolve or resolve_on_hub)
+        for key, commit in commits.items():
+            section, _, name = key.partition(".")
+            if key == "models.base":
+                self.models["base"]["revision"] = commit
+            elif section == "models":
+                self.models["experts"][name.removeprefix("experts.")]["revision"] = commit
+            elif section == "stats":
+                self.stats["prompts"][name.removeprefix("prompts.")]["revision"] = commit
+            else:
+                self.data_revisions[name] = commit
+        return commits
 
     # -- models ------------------------------------------------------------------------------
     @cached_property

@@ -12,9 +12,17 @@ sys.path.insert(
 )  # the project's packages, also without an install
 
 from merges.deps import code_files, code_record  # noqa: E402
+from mergeeval.errors import InputError  # noqa: E402
 from pipeline.plan import Plan, argv  # noqa: E402
 
-PLAN = Plan(config)
+# `--config update_lock=true`: resolve the hub inputs' branches and tags again (pipeline.revisions)
+UPDATE_LOCK = bool(config.pop("update_lock", False))
+try:
+    PLAN = Plan(config)
+    PLAN.lock_revisions(update=UPDATE_LOCK)
+except InputError as e:  # a bad config or hub input: one line, before any job runs
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2)
 RUN = PLAN.run
 EXPERTS = PLAN.experts
 MERGES = PLAN.merges
