@@ -72,7 +72,7 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert jobs["generate_samples"] == 1 and jobs["score_samples"] == 1
     assert "collect_stats" not in jobs
     # a new baseline reruns every fingerprint check (cheap), never a generation beyond the batch
-    assert jobs["fingerprint_merge"] == len(cfg["merges"])
+    assert jobs["check_fingerprint"] == len(cfg["merges"])
 
     r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
