@@ -18,6 +18,7 @@ from evals import sandbox
 from evals.errors import EvalInputError
 from evals.registry import FIXTURES, Benchmark
 from evals.samples import read_jsonl
+from mergeeval.hub import resolve_commit
 
 
 @dataclass
@@ -103,7 +104,8 @@ PARSERS = {"aime": aime_items, "humaneval": humaneval_items, "ifeval": ifeval_it
 
 
 def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
-    """Rows from the default source (network): a HF dataset at a pinned revision or the EvalPlus release."""
+    """Rows from the default source (network) and their origin: a HF dataset at the commit its
+    revision names (`repo@commit`), or the EvalPlus release."""
     src = bench.source
     if "evalplus_release" in src:
         from evalplus.data.humaneval import _ready_human_eval_plus_path
@@ -112,13 +114,13 @@ def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
         return read_jsonl(Path(path)), f"evalplus {src['evalplus_release']}"
     import datasets
 
-    ds = datasets.load_dataset(
-        src["hf_dataset"], revision=src.get("revision"), split=src.get("split", "train")
-    )
+    repo = src["hf_dataset"]
+    commit = resolve_commit(repo, src.get("revision") or "main", "dataset")
+    ds = datasets.load_dataset(repo, revision=commit, split=src.get("split", "train"))
     rows = [dict(r) for r in ds]
     for key, value in (src.get("filter") or {}).items():
         rows = [r for r in rows if str(r.get(key)) == str(value)]
-    return rows, f"{src['hf_dataset']}@{src.get('revision')}"
+    return rows, f"{repo}@{commit}"
 
 
 def load_items(

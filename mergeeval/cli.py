@@ -69,6 +69,8 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     and turn errors into exit codes."""
     add_debug_flag(parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpx2"):  # one line per HTTP request of huggingface_hub
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -2,23 +2,32 @@
 
 Only the files a merge and an evaluation need are fetched (safetensors, configs, tokenizer and chat
 template). Each folder gets `source.json` ({repo_id, revision, commit}) that merge.json and the
-evaluation meta record. A token, if any, is read by huggingface_hub from the environment and is
-never written to logs or files.
+evaluation meta record; a prompts file's sidecar records the dataset commit it was read at. A
+token, if any, is read by huggingface_hub from the environment and is never written to logs or
+files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import random
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from mergeeval.outputs import atomic_dir, write_text_atomic
+from mergeeval.errors import InputError
+from mergeeval.hub import hub_errors, resolve_commit, with_retries
+from mergeeval.outputs import write_text_atomic
 from mergeeval.records import SOURCE_JSON
 from merges.errors import MergeInputError
 
 MODEL_FILES = ["*.safetensors", "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+COMMIT_FILE = ".cache/commit"  # inside a staging folder: the commit its files belong to
 
 
 def slug(repo_id: str) -> str:
@@ -26,21 +35,71 @@ def slug(repo_id: str) -> str:
     return repo_id.replace("/", "--")
 
 
+def staging_dir(output: Path) -> Path:
+    """Where a download into `output` gathers its files: a hidden sibling kept across reruns."""
+    return output.parent / f".{output.name}.download"
+
+
+@contextmanager
+def _staging(output: Path, commit: str) -> Iterator[Path]:
+    """The staging folder of `output`, held by this process (flock), holding only `commit`'s
+    files; removed on a bad input, kept (for the rerun to resume) on any other failure."""
+    staging = staging_dir(output)
+    lock = Path(f"{staging}.lock")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MergeInputError(f"another download into {output} is running") from None
+        if output.exists():  # a download that finished while this one waited to start
+            raise MergeInputError(f"{output} exists; remove it to download again")
+        marker = staging / COMMIT_FILE
+        if staging.exists() and (not marker.is_file() or marker.read_text() != commit):
+            shutil.rmtree(staging)  # another commit's files (main moved): start afresh
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(commit)
+        try:
+            yield staging
+        except InputError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except BaseException:
+            print(f"the finished files are kept in {staging}; run the same command again to "
+                  "resume", file=sys.stderr)  # fmt: skip
+            raise
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
 def download_model(repo_id: str, revision: str, output: Path) -> dict:
-    """snapshot_download of the needed files into `output` (atomically); return source.json."""
-    from huggingface_hub import HfApi, snapshot_download
+    """The needed files of `repo_id` at `revision` into `output`; return source.json.
+
+    The revision is resolved to its commit first, and the files of that commit gather in
+    `staging_dir(output)`: an interrupted download (a kill, or a network error that outlasts the
+    retries) leaves them there, and running it again keeps the finished files and continues the
+    `.incomplete` ones. `output` appears, by one rename, only when complete."""
+    from huggingface_hub import snapshot_download
 
     output = Path(output)
     if output.exists():
         raise MergeInputError(f"{output} exists; remove it to download again")
-    with atomic_dir(output) as tmp:
-        snapshot_download(repo_id, revision=revision, local_dir=tmp, allow_patterns=MODEL_FILES)
-        commit = HfApi().model_info(repo_id, revision=revision).sha
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        source = {"repo_id": repo_id, "revision": revision, "commit": commit}
-        (tmp / SOURCE_JSON).write_text(json.dumps(source, indent=2) + "\n")
-        if not any(tmp.glob("*.safetensors")):
+    commit = resolve_commit(repo_id, revision)
+    with _staging(output, commit) as staging, hub_errors(repo_id, revision):
+        with_retries(
+            lambda: snapshot_download(
+                repo_id, revision=commit, local_dir=staging, allow_patterns=MODEL_FILES
+            ),
+            f"downloading {repo_id}@{commit}",
+        )
+        if not any(staging.glob("*.safetensors")):
             raise MergeInputError(f"{repo_id}@{revision} has no safetensors weights")
+        shutil.rmtree(staging / ".cache")
+        source = {"repo_id": repo_id, "revision": revision, "commit": commit}
+        (staging / SOURCE_JSON).write_text(json.dumps(source, indent=2) + "\n")
+        staging.rename(output)
     return source
 
 
@@ -66,7 +125,8 @@ def download_prompts(
 ) -> int:
     """n prompts of a HF dataset as JSONL, in dataset order: its `messages` (else `prompt`) column,
     or the one named by `column`. `select`: `sampled` (seeded sample of row indices) or `first`
-    (rows 0..n-1). The selection is written, after the JSONL, to `FILE.meta.json` (with the
+    (rows 0..n-1). The revision is resolved to its commit, which the rows are read at and the
+    sidecar records. The selection is written, after the JSONL, to `FILE.meta.json` (with the
     JSONL's sha256, so a stale or edited file is recognised); `merges stats` records it."""
     import datasets
 
@@ -74,7 +134,8 @@ def download_prompts(
         raise MergeInputError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
     if column not in PROMPT_COLUMNS:
         raise MergeInputError(f"unknown column {column!r}; valid: {', '.join(PROMPT_COLUMNS)}")
-    ds = datasets.load_dataset(dataset, revision=revision, split=split)
+    commit = resolve_commit(dataset, revision, "dataset")
+    ds = datasets.load_dataset(dataset, revision=commit, split=split)
     cols = ds.column_names
     wanted = ("messages", "prompt") if column == "auto" else (column,)
     field = next((c for c in wanted if c in cols), None)
@@ -90,14 +151,13 @@ def download_prompts(
         value = ds[i][field]
         if field == "messages":
             value = [m for m in value if m.get("role") != "assistant"]  # prompts only
-        rows.append(
-            {field: value, "source": {"dataset": dataset, "revision": revision, "index": i}}
-        )
+        rows.append({field: value, "source": {"dataset": dataset, "commit": commit, "index": i}})
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     write_text_atomic(Path(output), text)
     meta = {
         "dataset": dataset,
         "revision": revision,
+        "commit": commit,
         "split": split,
         "column": field,
         "select": select,

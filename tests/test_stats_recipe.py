@@ -155,6 +155,7 @@ def fake_dataset(monkeypatch, n=10):
 
     rows = [{"prompt": f"question {i}?", "other": i} for i in range(n)]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_list(rows))
+    monkeypatch.setattr("merges.hub.resolve_commit", lambda repo, revision, kind: "c" * 40)
 
 
 def test_download_prompts_select_first_or_sampled_with_sidecar(monkeypatch, tmp_path):
@@ -169,6 +170,7 @@ def test_download_prompts_select_first_or_sampled_with_sidecar(monkeypatch, tmp_
     assert idx == sorted(idx) and idx != [0, 1, 2, 3]
     side = json.loads(prompts_sidecar(first).read_text())
     assert side["select"] == "first" and side["seed"] is None and side["column"] == "prompt"
+    assert (side["revision"], side["commit"]) == ("abc", "c" * 40)
     assert json.loads(prompts_sidecar(sampled).read_text())["seed"] == 3
     with pytest.raises(MergeInputError, match="no 'messages' column"):
         download_prompts("org/ds", "abc", tmp_path / "m.jsonl", 4, column="messages")
