@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: sets up .venv and bubblewrap (scripts/setup.sh), installs mergekit (the
-# parity test's peer), starts the single-node SLURM test
+# parity test's peer) and olah (the hub tests' server, in .venv-hub), starts the single-node SLURM test
 # cluster when running as root with apt-get (scripts/slurm-local.sh; MERGEEVAL_NO_SLURM=1 skips it),
 # and runs pytest. Extra arguments go to pytest. pytest's exit code 5 (no tests) counts as success.
 set -uo pipefail
@@ -12,6 +12,16 @@ if ! .venv/bin/python -c "import mergekit.merge" 2>/dev/null; then
   .venv/bin/python -m pip install -q --no-deps mergekit==0.1.5 peft==0.21.2 accelerate==1.15.0 immutables==0.21 \
     || echo "warning: could not install mergekit; the parity test will say why"
 fi
+# olah, the self-hosted hub server of tests/test_hub.py: its own virtual environment .venv-hub (its
+# dependencies clash with vLLM's pins), exactly scripts/olah-requirements.txt; reused when complete.
+hub_stamp=.venv-hub/.setup-$(sha1sum scripts/olah-requirements.txt | cut -c1-12)
+if [ ! -f "$hub_stamp" ]; then
+  rm -rf .venv-hub
+  { "${PYTHON:-python3}" -m venv .venv-hub \
+    && .venv-hub/bin/python -m pip install -q -r scripts/olah-requirements.txt && touch "$hub_stamp"; } \
+    || echo "warning: could not install olah into .venv-hub; the hub tests will say why"
+fi
+if [ -f "$hub_stamp" ]; then export MERGEEVAL_OLAH="$PWD/.venv-hub/bin/olah-cli"; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "${MERGEEVAL_NO_SLURM:-0}" != 1 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

@@ -15,3 +15,22 @@ def tiny_family(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny") / "models"
     base, *experts = make_tiny_family(root, seed=0)
     return base, experts
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """olah serving the offline mirror of the Table 1 repos (tests/hubmirror.py), for the session.
+
+    Skipped when olah is missing (scripts/test.sh installs it into .venv-hub), unless
+    MERGEEVAL_REQUIRE_HUB=1 (set by CI), where that fails."""
+    from tests.hubmirror import HubServer, build_mirror, olah_cli
+
+    cli = olah_cli()
+    if cli is None:
+        why = "olah is not installed: scripts/test.sh installs it into .venv-hub (or set MERGEEVAL_OLAH)"
+        if os.environ.get("MERGEEVAL_REQUIRE_HUB") == "1":
+            pytest.fail(f"MERGEEVAL_REQUIRE_HUB=1 but {why}")
+        pytest.skip(why)
+    root = tmp_path_factory.mktemp("hub")
+    with HubServer(cli, build_mirror(root / "mirror"), root / "olah") as server:
+        yield server

@@ -1,0 +1,211 @@
+"""The first stage of the real job against a real hub server: olah serving offline git mirrors of the
+Table 1 repos (tests/hubmirror.py, the `hub` fixture of conftest.py), reached by the product's own
+commands through huggingface_hub and datasets, as on the hub.
+
+Every artefact records the commit it was read at (source.json, the prompts' sidecar, benchmark
+origins); an interrupted download resumes without fetching its finished files again (the proxy in
+front of olah counts the requests); a wrong revision or repo is one `error:` line, exit 2, and
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from merges.io import Checkpoint
+from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, MODELS, hub_env
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE, MATH = "allenai/Olmo-3-1025-7B", "allenai/Olmo-3-7B-RL-Zero-Math"
+STALLED = "model-00002-of-00002.safetensors"
+
+
+@pytest.fixture
+def env(hub, tmp_path):
+    """A client of the test hub: its endpoint, a fresh HF_HOME; the request log emptied."""
+    hub.proxy.reset()
+    return hub_env(hub.url, tmp_path / "hf_home")
+
+
+def run(env, *args, code: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m ARGS`, or `python -c CODE ARGS[1:]` (CODE runs the module ARGS[0] names)."""
+    head = ["-c", code, *args[1:]] if code else ["-m", *args]
+    return subprocess.run(
+        [sys.executable, *map(str, head)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def download(env, repo_id, revision, output, code=None):
+    return run(
+        env, "merges", "download", "--repo-id", repo_id, "--revision", revision,
+        "--output", output, code=code,
+    )  # fmt: skip
+
+
+def assert_files_of(hub, folder: Path, repo_id: str, commit: str) -> None:
+    """`folder` holds exactly the repo's needed files at `commit`, byte for byte, and source.json."""
+    expected = {"config.json", "generation_config.json", "model.safetensors.index.json",
+                "model-00001-of-00002.safetensors", STALLED, "tokenizer.json",
+                "tokenizer_config.json", "source.json"}  # fmt: skip
+    if MODELS[repo_id] != "base":
+        expected.add("chat_template.jinja")
+    assert {p.name for p in folder.iterdir()} == expected
+    for name in expected - {"source.json"}:
+        assert (folder / name).read_bytes() == hub.mirror.file(repo_id, name, commit), name
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    """The one `error:` line of a failed command (no traceback)."""
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    return errors[0]
+
+
+def test_download_records_the_commit_it_got_pinned_or_at_main(hub, env, tmp_path):
+    first, later = hub.mirror.commits[BASE]
+    assert hub.mirror.main(BASE) == later != first
+    r = download(env, BASE, first, tmp_path / "pinned")
+    assert r.returncode == 0, r.stderr
+    source = json.loads((tmp_path / "pinned" / "source.json").read_text())
+    assert source == {"repo_id": BASE, "revision": first, "commit": first}
+    assert json.loads(r.stdout) == source
+    assert_files_of(hub, tmp_path / "pinned", BASE, first)
+    got, demo = Checkpoint(tmp_path / "pinned"), Checkpoint(DEMO_MODELS / "base")
+    assert sorted(got.names()) == sorted(demo.names())
+    assert all(torch.equal(got.read(n), demo.read(n)) for n in demo.names())
+
+    r = download(env, MATH, "main", tmp_path / "main")
+    assert r.returncode == 0, r.stderr
+    source = json.loads((tmp_path / "main" / "source.json").read_text())
+    assert source == {"repo_id": MATH, "revision": "main", "commit": hub.mirror.main(MATH)}
+    assert_files_of(hub, tmp_path / "main", MATH, hub.mirror.main(MATH))
+    gen = json.loads((tmp_path / "main" / "generation_config.json").read_text())
+    assert gen["temperature"] == 0.6  # main's file, not the first commit's
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or lock left
+
+
+def test_download_prompts_records_the_dataset_commit(hub, env, tmp_path):
+    repo = DOLCI["Math"]
+    out = tmp_path / "prompts.jsonl"
+    r = run(env, "merges", "download-prompts", "--dataset", repo, "--revision", "main",
+            "--n", 5, "--select", "first", "--column", "prompt", "--output", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(Path(f"{out}.meta.json").read_text())
+    commit = hub.mirror.main(repo)
+    assert (meta["revision"], meta["commit"]) == ("main", commit)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [f"Math training prompt {i}: solve it." for i in range(5)]
+    assert {r["source"]["commit"] for r in rows} == {commit}
+
+
+def test_hub_benchmarks_record_repo_at_commit(hub, env, tmp_path):
+    # AIME 2024 at the benchmark's own revision (main), scored: the score file names the commit
+    samples = tmp_path / "aime.jsonl"
+    answers = ["24", "25", "0"]  # the mirror's 2024 problems: (2024 + i) % 1000
+    samples.write_text("".join(json.dumps({"id": i, "completions": [f"\\boxed{{{a}}}"]}) + "\n"
+                               for i, a in enumerate(answers)))  # fmt: skip
+    score = tmp_path / "aime.json"
+    r = run(env, "evals", "score", "--benchmark", "aime24", "--samples", samples, "--output", score)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(score.read_text())
+    assert result["data"] == f"{AIME}@{hub.mirror.main(AIME)}"
+    assert result["n_items_in_data"] == 3 and result["metrics"]["pass@1"] == pytest.approx(2 / 3)
+
+    # IFEval at a pinned commit (the yaml pins the hub's, which the mirror cannot have)
+    first = hub.mirror.commits[IFEVAL][0]
+    code = (
+        "import sys; from evals.registry import get_benchmark; from evals.data import load_items\n"
+        "b = get_benchmark('ifeval'); b.source['revision'] = sys.argv[1]\n"
+        "items, origin = load_items(b); print(len(items), origin)"
+    )
+    r = run(env, "load_items", first, code=code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["6", f"{IFEVAL}@{first}"]
+
+
+def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, tmp_path):
+    out = tmp_path / "models" / "base"
+    metadata = out.parent / ".base.download" / ".cache" / "huggingface" / "download"
+    hub.proxy.stall = STALLED  # served half, then held until the kill
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "merges", "download", "--repo-id", BASE, "--revision", "main",
+         "--output", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert hub.proxy.stalled.wait(60), "the download never reached the stalled shard"
+        deadline = time.monotonic() + 30
+        while len(list(metadata.glob("*.metadata"))) < 6:  # every other file has landed
+            assert time.monotonic() < deadline, hub.proxy.gets()
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup runs
+        proc.wait(30)
+    finally:
+        proc.kill()
+        hub.proxy.release.set()
+    while len(first_run := hub.proxy.gets()) < 7:  # the stalled response, logged once dropped
+        assert time.monotonic() < deadline + 30, first_run
+        time.sleep(0.1)
+    assert not out.exists() and (out.parent / ".base.download").is_dir()  # nothing looks complete
+    served = {Path(g.path).name: g.sent for g in first_run if g.complete}
+    assert len(served) == 6 and "model-00001-of-00002.safetensors" in served
+
+    hub.proxy.reset()
+    r = download(env, BASE, "main", out)
+    assert r.returncode == 0, r.stderr
+    rerun = [(Path(g.path).name, g.sent, g.complete) for g in hub.proxy.gets()]
+    # the cut-off shard again, whole (huggingface_hub 2.4 gives each process its own temporary
+    # file), and none of the six finished files
+    assert rerun == [(STALLED, len(hub.mirror.file(BASE, STALLED)), True)]
+    assert_files_of(hub, out, BASE, hub.mirror.main(BASE))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["base"]  # no staging or lock left
+
+
+def test_transient_errors_are_retried(hub, env, tmp_path):
+    hub.proxy.fail = {"model-00001-of-00002.safetensors": 1}  # one 503
+    r = download(env, BASE, "main", tmp_path / "base")
+    assert r.returncode == 0, r.stderr
+    assert "503" in r.stderr and "trying again in" in r.stderr
+    names = [Path(g.path).name for g in hub.proxy.gets() if g.complete and g.status == 200]
+    assert sorted(names) == sorted(set(names))  # each file served whole once
+    assert_files_of(hub, tmp_path / "base", BASE, hub.mirror.main(BASE))
+
+
+@pytest.mark.parametrize(
+    "command, what",
+    [
+        (["download", "--repo-id", BASE, "--revision", "no-such-branch"], "model " + BASE),
+        (
+            ["download", "--repo-id", "allenai/Olmo-3-404", "--revision", "main"],
+            "allenai/Olmo-3-404",
+        ),
+        (["download-prompts", "--dataset", DOLCI["IF"], "--revision", "no-such-branch"], "dataset"),
+        (["download-prompts", "--dataset", "allenai/Dolci-404", "--revision", "main"], "Dolci-404"),
+    ],
+)
+def test_wrong_revision_or_repo_is_one_error_and_leaves_nothing(hub, env, tmp_path, command, what):
+    out = tmp_path / "out" / "x"
+    line = error_line(run(env, "merges", *command, "--output", out))
+    assert what in line and "was not found on http://127.0.0.1" in line
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_offline_a_branch_cannot_be_resolved(hub, env, tmp_path):
+    env = {**env, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "base"
+    line = error_line(download(env, BASE, "main", out))
+    assert "HF_HUB_OFFLINE is set" in line and not out.exists()
