@@ -26,8 +26,10 @@ def hub(tmp_path_factory):
     from tests.hubmirror import HubServer, build_mirror, olah_cli
 
     cli = olah_cli()
-    if cli is None:
-        why = "olah is not installed: scripts/test.sh installs it into .venv-hub (or set MERGEEVAL_OLAH)"
+    if not os.access(cli, os.X_OK):
+        why = (
+            f"no olah at {cli}: scripts/test.sh installs it into .venv-hub (or set MERGEEVAL_OLAH)"
+        )
         if os.environ.get("MERGEEVAL_REQUIRE_HUB") == "1":
             pytest.fail(f"MERGEEVAL_REQUIRE_HUB=1 but {why}")
         pytest.skip(why)

@@ -1,7 +1,7 @@
 """An offline Hugging Face hub for the tests: local git mirrors of the Table 1 repos, served by olah.
 
 `build_mirror(root)` writes non-bare git repositories under `root/{models,datasets}/ORG/NAME`, as
-olah 0.5.4 serves them (docs: /work/shared/platform.md, "A self-hosted hub server"):
+olah 0.5.4 serves them offline (its config names the folder in `mirrors-path`):
 
 - the four Table 1 model ids holding the demo family (`demofamily/models/{base,math,code,if}`):
   weights in two shards with their index, as the real checkpoints are sharded, stored as Git LFS
@@ -264,6 +264,9 @@ class Mirror:
     def main(self, repo_id: str) -> str:
         return git(self.repo(repo_id), "rev-parse", "main")
 
+    def files(self, repo_id: str, commit: str = "main") -> list[str]:
+        return git(self.repo(repo_id), "ls-tree", "-r", "--name-only", commit).splitlines()
+
     def file(self, repo_id: str, rel: str, commit: str = "main") -> bytes:
         """A file's content at a commit, LFS pointers followed to their objects."""
         repo = self.repo(repo_id)
@@ -454,6 +457,7 @@ hf-lfs-netloc = "127.0.0.1:9"
 mirror-scheme = "http"
 mirror-netloc = "{proxy}"
 mirror-lfs-netloc = "{proxy}"
+metadata-cache-ttl = 0  # a branch moved in a mirror is seen at once
 
 [accessibility]
 offline = true
@@ -549,7 +553,6 @@ def hub_env(url: str, hf_home: Path) -> dict[str, str]:
     return env
 
 
-def olah_cli() -> str | None:
-    """The olah-cli that scripts/test.sh installs (MERGEEVAL_OLAH, else .venv-hub/bin/olah-cli)."""
-    path = os.environ.get("MERGEEVAL_OLAH") or str(ROOT / ".venv-hub" / "bin" / "olah-cli")
-    return path if os.access(path, os.X_OK) else None
+def olah_cli() -> str:
+    """Where the olah-cli that scripts/test.sh installs is: MERGEEVAL_OLAH, else .venv-hub's."""
+    return os.environ.get("MERGEEVAL_OLAH") or str(ROOT / ".venv-hub" / "bin" / "olah-cli")

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from merges.io import Checkpoint
-from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, MODELS, hub_env
+from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, hub_env
+from tests.hubmirror import commit as git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE, MATH = "allenai/Olmo-3-1025-7B", "allenai/Olmo-3-7B-RL-Zero-Math"
@@ -56,15 +57,17 @@ def download(env, repo_id, revision, output, code=None):
     )  # fmt: skip
 
 
+def needed_files(hub, repo_id: str, commit: str = "main") -> set[str]:
+    """What `merges download` fetches of a mirror model repo: all but README.md, .gitattributes."""
+    return set(hub.mirror.files(repo_id, commit)) - {"README.md", ".gitattributes"}
+
+
 def assert_files_of(hub, folder: Path, repo_id: str, commit: str) -> None:
     """`folder` holds exactly the repo's needed files at `commit`, byte for byte, and source.json."""
-    expected = {"config.json", "generation_config.json", "model.safetensors.index.json",
-                "model-00001-of-00002.safetensors", STALLED, "tokenizer.json",
-                "tokenizer_config.json", "source.json"}  # fmt: skip
-    if MODELS[repo_id] != "base":
-        expected.add("chat_template.jinja")
-    assert {p.name for p in folder.iterdir()} == expected
-    for name in expected - {"source.json"}:
+    expected = needed_files(hub, repo_id, commit)
+    assert {"model-00001-of-00002.safetensors", STALLED, "config.json"} <= expected
+    assert {p.name for p in folder.iterdir()} == expected | {"source.json"}
+    for name in expected:
         assert (folder / name).read_bytes() == hub.mirror.file(repo_id, name, commit), name
 
 
@@ -137,19 +140,21 @@ def test_hub_benchmarks_record_repo_at_commit(hub, env, tmp_path):
     assert r.stdout.split() == ["6", f"{IFEVAL}@{first}"]
 
 
-def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, tmp_path):
-    out = tmp_path / "models" / "base"
-    metadata = out.parent / ".base.download" / ".cache" / "huggingface" / "download"
+def kill_halfway(hub, env, repo_id: str, out: Path) -> list:
+    """Start `merges download` of `repo_id` at main, hold the second shard at half until every
+    other file has landed, then SIGKILL it; return the requests it made."""
+    metadata = out.parent / f".{out.name}.download" / ".cache" / "huggingface" / "download"
+    others = len(needed_files(hub, repo_id)) - 1
     hub.proxy.stall = STALLED  # served half, then held until the kill
     proc = subprocess.Popen(
-        [sys.executable, "-m", "merges", "download", "--repo-id", BASE, "--revision", "main",
+        [sys.executable, "-m", "merges", "download", "--repo-id", repo_id, "--revision", "main",
          "--output", str(out)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    deadline = time.monotonic() + 60
     try:
         assert hub.proxy.stalled.wait(60), "the download never reached the stalled shard"
-        deadline = time.monotonic() + 30
-        while len(list(metadata.glob("*.metadata"))) < 6:  # every other file has landed
+        while len(list(metadata.glob("*.metadata"))) < others:  # the other files have landed
             assert time.monotonic() < deadline, hub.proxy.gets()
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup runs
@@ -157,22 +162,43 @@ def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, 
     finally:
         proc.kill()
         hub.proxy.release.set()
-    while len(first_run := hub.proxy.gets()) < 7:  # the stalled response, logged once dropped
-        assert time.monotonic() < deadline + 30, first_run
+    while len(requests := hub.proxy.gets()) < others + 1:  # the held one is logged once dropped
+        assert time.monotonic() < deadline, requests
         time.sleep(0.1)
-    assert not out.exists() and (out.parent / ".base.download").is_dir()  # nothing looks complete
-    served = {Path(g.path).name: g.sent for g in first_run if g.complete}
-    assert len(served) == 6 and "model-00001-of-00002.safetensors" in served
-
+    assert not out.exists() and out.parent.joinpath(f".{out.name}.download").is_dir()
     hub.proxy.reset()
+    return requests
+
+
+def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, tmp_path):
+    out = tmp_path / "models" / "base"
+    first_run = kill_halfway(hub, env, BASE, out)
+    finished = {Path(g.path).name for g in first_run if g.complete}
+    assert finished == needed_files(hub, BASE) - {STALLED}  # nothing looked complete (above)
+
     r = download(env, BASE, "main", out)
     assert r.returncode == 0, r.stderr
     rerun = [(Path(g.path).name, g.sent, g.complete) for g in hub.proxy.gets()]
     # the cut-off shard again, whole (huggingface_hub 2.4 gives each process its own temporary
-    # file), and none of the six finished files
+    # file), and none of the finished files
     assert rerun == [(STALLED, len(hub.mirror.file(BASE, STALLED)), True)]
     assert_files_of(hub, out, BASE, hub.mirror.main(BASE))
     assert sorted(p.name for p in out.parent.iterdir()) == ["base"]  # no staging or lock left
+
+
+def test_a_moved_main_restarts_an_interrupted_download(hub, env, tmp_path):
+    repo_id = "allenai/Olmo-3-7B-RL-Zero-Code"  # no other test reads this one
+    out = tmp_path / "code"
+    kill_halfway(hub, env, repo_id, out)
+    repo = hub.mirror.repo(repo_id)
+    (repo / "chat_template.jinja").unlink()  # main moves on: a file the staging holds is gone
+    moved = git_commit(repo, {}, "drop the chat template", "2025-12-01T10:00:00+00:00")
+
+    r = download(env, repo_id, "main", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "source.json").read_text())["commit"] == moved
+    assert "chat_template.jinja" not in {p.name for p in out.iterdir()}
+    assert {Path(g.path).name for g in hub.proxy.gets()} == needed_files(hub, repo_id)
 
 
 def test_transient_errors_are_retried(hub, env, tmp_path):
