@@ -64,6 +64,7 @@ def _staging(output: Path, commit: str) -> Iterator[Path]:
             yield staging
         except InputError:
             shutil.rmtree(staging, ignore_errors=True)
+            lock.unlink(missing_ok=True)
             raise
         except BaseException:
             print(f"the finished files are kept in {staging}; run the same command again to "

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from merges.io import Checkpoint
-from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, hub_env
+from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, git, hub_env
 from tests.hubmirror import commit as git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,18 +187,20 @@ def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, 
 
 
 def test_a_moved_main_restarts_an_interrupted_download(hub, env, tmp_path):
-    repo_id = "allenai/Olmo-3-7B-RL-Zero-Code"  # no other test reads this one
+    repo_id = "allenai/Olmo-3-7B-RL-Zero-Code"
     out = tmp_path / "code"
     kill_halfway(hub, env, repo_id, out)
-    repo = hub.mirror.repo(repo_id)
+    repo, before = hub.mirror.repo(repo_id), hub.mirror.main(repo_id)
     (repo / "chat_template.jinja").unlink()  # main moves on: a file the staging holds is gone
     moved = git_commit(repo, {}, "drop the chat template", "2025-12-01T10:00:00+00:00")
-
-    r = download(env, repo_id, "main", out)
+    try:
+        r = download(env, repo_id, "main", out)
+    finally:
+        git(repo, "reset", "-q", "--hard", before)  # the mirror as the other tests know it
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "source.json").read_text())["commit"] == moved
     assert "chat_template.jinja" not in {p.name for p in out.iterdir()}
-    assert {Path(g.path).name for g in hub.proxy.gets()} == needed_files(hub, repo_id)
+    assert {Path(g.path).name for g in hub.proxy.gets()} == needed_files(hub, repo_id, moved)
 
 
 def test_transient_errors_are_retried(hub, env, tmp_path):
