@@ -80,8 +80,9 @@ def download_model(repo_id: str, revision: str, output: Path) -> dict:
 
     The revision is resolved to its commit first, and the files of that commit gather in
     `staging_dir(output)`: an interrupted download (a kill, or a network error that outlasts the
-    retries) leaves them there, and running it again keeps the finished files and continues the
-    `.incomplete` ones. `output` appears, by one rename, only when complete."""
+    retries) leaves them there, and running it again keeps the finished files and fetches only
+    the rest (a file cut off midway starts over: huggingface_hub 2.4 gives each process its own
+    partial file). `output` appears, by one rename, only when complete."""
     from huggingface_hub import snapshot_download
 
     output = Path(output)
