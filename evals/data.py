@@ -103,9 +103,10 @@ def ifeval_items(rows: list[dict], path) -> list[Item]:
 PARSERS = {"aime": aime_items, "humaneval": humaneval_items, "ifeval": ifeval_items}
 
 
-def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
+def _hub_rows(bench: Benchmark, revision: str | None = None) -> tuple[list[dict], str]:
     """Rows from the default source (network) and their origin: a HF dataset at the commit its
-    revision names (`repo@commit`), or the EvalPlus release."""
+    revision (or `revision`: the run's locked commit) names (`repo@commit`), or the EvalPlus
+    release."""
     src = bench.source
     if "evalplus_release" in src:
         from evalplus.data.humaneval import _ready_human_eval_plus_path
@@ -115,7 +116,7 @@ def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
     import datasets
 
     repo = src["hf_dataset"]
-    commit = resolve_commit(repo, src.get("revision") or "main", "dataset")
+    commit = resolve_commit(repo, revision or src.get("revision") or "main", "dataset")
     ds = datasets.load_dataset(repo, revision=commit, split=src.get("split", "train"))
     rows = [dict(r) for r in ds]
     for key, value in (src.get("filter") or {}).items():
@@ -124,15 +125,19 @@ def _hub_rows(bench: Benchmark) -> tuple[list[dict], str]:
 
 
 def load_items(
-    bench: Benchmark, data: Path | str | None = None, source: str = "hf"
+    bench: Benchmark,
+    data: Path | str | None = None,
+    source: str = "hf",
+    revision: str | None = None,
 ) -> tuple[list[Item], str]:
-    """Items and a description of where they came from: `data` file, fixture, or hub."""
+    """Items and a description of where they came from: `data` file, fixture, or hub (at
+    `revision` when given, else the benchmark's own)."""
     if data is not None:
         rows, origin = read_jsonl(Path(data)), str(Path(data).resolve())
     elif source == "fixture":
         rows, origin = read_jsonl(FIXTURES / bench.fixture), f"fixture {bench.fixture}"
     else:
-        rows, origin = _hub_rows(bench)
+        rows, origin = _hub_rows(bench, revision)
     items = PARSERS[bench.format](rows, origin)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):

@@ -122,6 +122,8 @@ class Request(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     engine: EngineArgs = Field(default_factory=EngineArgs)
     targets: list[Target] = Field(min_length=1)
+    # benchmark -> the dataset commit the run's revision lock names (hub data only)
+    data_revisions: dict[str, str] = Field(default_factory=dict)
 
 
 def generate(
@@ -163,7 +165,9 @@ def generate_batch(request: Path, manifest: Path) -> dict:
     except (OSError, ValueError) as e:
         raise EvalInputError(f"generation request {request}: {e}") from e
     engine = req.engine.model_dump(exclude_none=True)
-    done = run_targets(req.targets, req.suite, req.limit, None, req.seed, engine)
+    done = run_targets(
+        req.targets, req.suite, req.limit, None, req.seed, engine, req.data_revisions
+    )
     record = {
         "request": str(Path(request).resolve()),
         "targets": [{k: v for k, v in d.items() if k != "paths"} for d in done],
@@ -179,13 +183,17 @@ def run_targets(
     data: dict[str, Path] | None,
     seed: int,
     engine_args: dict | None,
+    revisions: dict[str, str] | None = None,
 ) -> list[dict]:
     """Check and render every target first (bad input fails before any engine starts), then
-    generate what is not already complete, one engine session for all, in the given order."""
+    generate what is not already complete, one engine session for all, in the given order.
+    `revisions`: benchmark -> the dataset commit to read hub data at."""
     suite = get_suite(suite_name)
     args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
     args.update(engine_args or {})
-    prepared = [_prepare(t, suite, limit, dict(data or {}), seed, args) for t in targets]
+    prepared = [
+        _prepare(t, suite, limit, dict(data or {}), seed, args, revisions or {}) for t in targets
+    ]
     rendered = [
         _render(t.model, p[0], args, seed) if p[0] else []
         for t, p in zip(targets, prepared, strict=True)
@@ -213,7 +221,7 @@ def run_targets(
     return done
 
 
-def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict):
+def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict, revisions: dict):
     """(pending generations, manifest entries, sample paths, data files) of one target."""
     model, output = Path(t.model), Path(t.output)
     if not (model / "config.json").exists():
@@ -241,7 +249,7 @@ def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict):
         data_file = data.get(gen) or suite.fixture_file(bench)
         if data_file is not None:
             data[gen] = data_file
-        items, origin = load_items(bench, data_file, suite.data)
+        items, origin = load_items(bench, data_file, suite.data, revisions.get(bench.name))
         items = items[:limit] if limit else items
         text, tmpl = resolve_template(
             t.template, model, bench.domain, t.domain_templates, t.template_from

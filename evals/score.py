@@ -11,6 +11,7 @@ the sandbox mode the candidates ran in (bubblewrap is required unless `allow_uns
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def _check_complete(benchmark, items, ids, path, meta, subset) -> bool:
     )
 
 
+def generated_commit(bench, meta: dict) -> str | None:
+    """The hub dataset commit the samples were generated from (their meta's `repo@commit`), so
+    scoring reads the same items even when the dataset's branch has moved since."""
+    repo = bench.source.get("hf_dataset")
+    m = (
+        re.fullmatch(rf"{re.escape(repo)}@([0-9a-f]{{40}})", str(meta.get("data")))
+        if repo
+        else None
+    )
+    return m[1] if m else None
+
+
 def score_file(
     benchmark: str,
     samples: Path,
@@ -87,7 +100,7 @@ def score_file(
         source = meta.get("data_source", "hf")
     if data is None and meta.get("data_file"):
         data = Path(meta["data_file"])
-    items, origin = load_items(bench, data, source)
+    items, origin = load_items(bench, data, source, generated_commit(bench, meta))
     by_id = {it.id: it for it in items}
     _check_ids(benchmark, bench.format, rows, samples)
     ids = [r["id"] for r in rows]

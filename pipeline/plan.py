@@ -296,7 +296,8 @@ class Plan:
     def generate_request(self, batch: str) -> dict:
         """The `python -m evals generate --request` file of one job."""
         ev = self.eval
-        return {
+        locked = {"data_revisions": dict(self.data_revisions)} if self.data_revisions else {}
+        return locked | {
             "suite": self.suite_arg,
             "seed": ev["seed"],
             "limit": ev["limit"],

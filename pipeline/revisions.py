@@ -11,7 +11,6 @@ recorded as it is, without asking the hub.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from mergeeval.errors import InputError
+from mergeeval.hub import COMMIT, endpoint, resolve_commit
 from mergeeval.outputs import write_text_atomic
 from mergeeval.yamlio import load_yaml
 
-COMMIT = re.compile(r"[0-9a-f]{40}")
 HEADER = (
     "# The commits this run's hub inputs resolved to (pipeline.revisions). Plans read them from\n"
     "# here; `snakemake --config update_lock=true` resolves the branches and tags again.\n"
@@ -66,33 +65,14 @@ def hub_inputs(config: dict, suite) -> list[HubInput]:
 
 
 def resolve_on_hub(item: HubInput) -> str:
-    """The commit `item.revision` names on the hub (HF_ENDPOINT, HF_TOKEN); one clear error."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    api = HfApi()
-    info = api.model_info if item.kind == "model" else api.dataset_info
-    where = os.environ.get("HF_ENDPOINT", "the Hugging Face Hub")
+    """The commit `item.revision` names on the hub (HF_ENDPOINT, HF_TOKEN); one clear error that
+    names the config key (mergeeval.hub's messages for a missing or gated repo or revision)."""
     try:
-        return info(item.repo, revision=item.revision).sha
-    except GatedRepoError:
-        raise RevisionError(item.key, f"{item.repo} is gated on {where}; accept its terms and "
-                            "set HF_TOKEN") from None  # fmt: skip
-    except RevisionNotFoundError:
-        raise RevisionError(item.key, f"{item.repo} has no revision {item.revision!r} on "
-                            f"{where}; give a branch, tag or commit it has") from None  # fmt: skip
-    except RepositoryNotFoundError:
-        raise RevisionError(
-            item.key,
-            f"{item.kind} {item.repo} (revision {item.revision!r}) was not found on {where}; check "
-            "the repo id and revision, or set HF_TOKEN for a private or gated repo",
-        ) from None
+        return resolve_commit(item.repo, item.revision, item.kind)
+    except InputError as e:
+        raise RevisionError(item.key, str(e)) from None
     except Exception as e:  # the network, the server: said once, with the input it was for
-        raise RevisionError(item.key, f"could not ask {where} for {item.repo}@{item.revision} "
+        raise RevisionError(item.key, f"could not ask {endpoint()} for {item.repo}@{item.revision} "
                             f"({type(e).__name__}: {e}); retry, or pin a commit") from None  # fmt: skip
 
 

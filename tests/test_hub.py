@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from merges.io import Checkpoint
-from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, git, hub_env
+from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, aime_rows, git, hub_env, parquet
 from tests.hubmirror import commit as git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +140,30 @@ def test_hub_benchmarks_record_repo_at_commit(hub, env, tmp_path):
     assert r.stdout.split() == ["6", f"{IFEVAL}@{first}"]
 
 
+def test_scoring_reads_the_commit_the_samples_were_generated_at(hub, env, tmp_path):
+    """main of the AIME dataset moves (other answers) between generation and scoring: the score
+    reads the items at the commit the samples' meta names, as the run's revision lock does."""
+    first = hub.mirror.main(AIME)
+    samples = tmp_path / "aime.jsonl"
+    samples.write_text("".join(json.dumps({"id": i, "completions": [f"\\boxed{{{a}}}"]}) + "\n"
+                               for i, a in enumerate(["24", "25", "26"])))  # fmt: skip
+    meta = {"data": f"{AIME}@{first}", "data_source": "hf"}
+    (tmp_path / "aime.meta.json").write_text(json.dumps(meta))
+    repo = hub.mirror.repo(AIME)
+    moved = [r | {"answer": "999"} for r in aime_rows()]
+    git_commit(repo, {"data/train-00000-of-00001.parquet": parquet(moved)}, "new answers",
+               "2025-12-01T10:00:00+00:00")  # fmt: skip
+    score = tmp_path / "aime.json"
+    try:
+        r = run(env, "evals", "score", "--benchmark", "aime24", "--samples", samples,
+                "--output", score)  # fmt: skip
+    finally:
+        git(repo, "reset", "-q", "--hard", first)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(score.read_text())
+    assert result["data"] == f"{AIME}@{first}" and result["metrics"]["pass@1"] == 1.0
+
+
 def kill_halfway(hub, env, repo_id: str, out: Path) -> list:
     """Start `merges download` of `repo_id` at main, hold the second shard at half until every
     other file has landed, then SIGKILL it; return the requests it made."""
@@ -237,3 +261,56 @@ def test_offline_a_branch_cannot_be_resolved(hub, env, tmp_path):
     out = tmp_path / "base"
     line = error_line(download(env, BASE, "main", out))
     assert "HF_HUB_OFFLINE is set" in line and not out.exists()
+
+
+def test_the_table1_plan_locks_the_mirrors_commits_until_asked(hub, env, tmp_path):
+    """Planning config/table1.yaml against the mirror writes the commits of its branches to
+    results/table1/revisions.lock.yaml; a moved main changes nothing until update_lock=true; a
+    wrong revision stops the plan with one error and leaves the lock as it was."""
+    from mergeeval.yamlio import load_yaml
+    from tests.test_workflow import repo_copy
+
+    repo = repo_copy(tmp_path / "repo")
+    lock_file = repo / "results/table1/revisions.lock.yaml"
+    smk = [str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile"]
+
+    def plan(config="config/table1.yaml", *extra):
+        return subprocess.run([*smk, config, *extra], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+
+    code = "allenai/Olmo-3-7B-RL-Zero-Code"
+    before = hub.mirror.main(code)
+    r = plan()
+    assert r.returncode == 0, r.stderr[-3000:]
+    lock = load_yaml(lock_file, "lock")
+    assert lock["models.experts.code"]["commit"] == before
+    assert lock["benchmarks.aime24"]["commit"] == hub.mirror.main(AIME)
+    assert lock["stats.prompts.math"]["commit"] == hub.mirror.main(DOLCI["Math"])
+    assert f"resources/hub/allenai--Olmo-3-7B-RL-Zero-Code/{before}" in r.stdout
+    assert r.stderr.count("is not pinned in the config") == 6
+
+    repo_git = hub.mirror.repo(code)
+    moved = git_commit(
+        repo_git, {"NOTES.md": b"moved on\n"}, "main moves", "2025-12-02T10:00:00+00:00"
+    )
+    try:
+        text = lock_file.read_text()
+        r = plan()
+        assert r.returncode == 0 and lock_file.read_text() == text
+        assert moved not in r.stdout
+        r = plan("config/table1.yaml", "--config", "update_lock=true")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert load_yaml(lock_file, "lock")["models.experts.code"]["commit"] == moved
+        assert f"resources/hub/allenai--Olmo-3-7B-RL-Zero-Code/{moved}" in r.stdout
+    finally:
+        git(repo_git, "reset", "-q", "--hard", before)
+
+    bad = load_yaml(repo / "config/table1.yaml", "config")
+    bad["models"]["experts"]["math"]["revision"] = "no-such-branch"
+    (repo / "bad.yaml").write_text(json.dumps(bad))
+    text = lock_file.read_text()
+    r = plan("bad.yaml")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
+    assert errors[0].startswith("error: models.experts.math: ") and "no-such-branch" in errors[0]
+    assert lock_file.read_text() == text
