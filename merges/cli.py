@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from mergeeval.cli import key_values, positive_int
+from mergeeval.cli import key_values, non_negative_float, non_negative_int, positive_int
 from merges.device import DEVICES
 from merges.errors import MergeInputError
 from merges.fingerprint_check import TOLERANCE as FINGERPRINT_TOLERANCE
@@ -235,28 +235,6 @@ def cmd_verify(args) -> int:
         write_text_atomic(guard_output(Path(args.output), inputs, kind="file"), text)
     print(text, end="")
     return 0
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def cmd_diff(args) -> int:

@@ -181,13 +181,6 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def cmd_check(args) -> int:
     from mergeeval.outputs import write_text_atomic
 
@@ -211,9 +204,11 @@ def cmd_collect(args) -> int:
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
+    from mergeeval.cli import non_negative_float
+
     p.add_argument("--id", required=True, help="the merge's id (its key in the baseline)")
     p.add_argument("--baseline", help="collected fingerprints to compare with")
-    p.add_argument("--tolerance", type=non_negative, default=TOLERANCE,
+    p.add_argument("--tolerance", type=non_negative_float, default=TOLERANCE,
                    help="relative change of a tensor's delta that counts as moved")  # fmt: skip
     p.add_argument("--strict", action="store_true", help="exit 1 when the merge moved")
     p.add_argument("-o", "--output", required=True, help="the check's file (JSON)")
