@@ -61,6 +61,11 @@ def hub_errors(repo_id: str, revision: str, kind: str = "model") -> Iterator[Non
         ) from None
 
 
+def offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1, true, yes, on), read now."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def resolve_commit(repo_id: str, revision: str, kind: str = "model") -> str:
     """The commit that `revision` (a branch, tag or commit) of the hub repo names. Offline
     (HF_HUB_OFFLINE) a full commit is taken as given: the local cache has it or not."""

@@ -15,6 +15,7 @@ from evals.registry import Suite, get_suite
 from merges.hub import slug
 from merges.registry import get_method
 from pipeline.config import STATS_RECIPES, load
+from pipeline.preflight import Download, preflight
 from pipeline.revisions import hub_inputs, lock_revisions, resolve_on_hub, unpinned
 
 
@@ -74,6 +75,24 @@ class Plan:
             else:
                 self.data_revisions[name] = commit
         return commits
+
+    def preflight(self) -> dict:
+        """Before any job: the pending hub downloads exist at their commits and, with the merged
+        models still to write, fit on the disk (pipeline.preflight)."""
+        if self.models["source"] != "hub":
+            return {}
+        keys = {"base": "models.base"} | {e: f"models.experts.{e}" for e in self.experts}
+        downloads = []
+        for name, key in keys.items():
+            m = self.models["base"] if name == "base" else self.models["experts"][name]
+            if not Path(self.model_dir(name)).exists():
+                downloads.append(
+                    Download(key, m["repo_id"], m["revision"], Path(self.model_dir(name)))
+                )
+        pending = [m for m in self.merges if not Path(self.merge_dir(m)).exists()]
+        return preflight(
+            downloads, Path(self.model_dir("base")), len(pending), Path(f"results/{self.run}")
+        )
 
     # -- models ------------------------------------------------------------------------------
     @cached_property

@@ -10,7 +10,6 @@ recorded as it is, without asking the hub.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 
 from mergeeval.errors import InputError
 from mergeeval.hub import COMMIT, endpoint, resolve_commit
+from mergeeval.hub import offline as hub_offline
 from mergeeval.outputs import write_text_atomic
 from mergeeval.yamlio import load_yaml
 
@@ -96,7 +96,7 @@ def lock_revisions(
     read from the lock unless `update` or the lock lacks it (or names another repo or revision).
     Offline (HF_HUB_OFFLINE), an input that would need the hub keeps its revision, with a warning."""
     if offline is None:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        offline = hub_offline()
     lock = read_lock(lock_path)
     new, commits = {}, {}
     for it in items:

@@ -273,10 +273,15 @@ def test_the_table1_plan_locks_the_mirrors_commits_until_asked(hub, env, tmp_pat
     repo = repo_copy(tmp_path / "repo")
     lock_file = repo / "results/table1/revisions.lock.yaml"
     smk = [str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile"]
+    # the config pins the base and the IF expert to hub commits the mirror cannot have: the
+    # mirror's first commits stand in for them
+    pins = {"base": {"revision": hub.mirror.commits[BASE][0]},
+            "experts": {"if": {"revision": hub.mirror.commits["allenai/Olmo-3-7B-RL-Zero-IF"][0]}}}  # fmt: skip
+    (repo / "mirror.yaml").write_text(json.dumps({"models": pins}))
 
     def plan(config="config/table1.yaml", *extra):
-        return subprocess.run([*smk, config, *extra], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        return subprocess.run([*smk, config, "mirror.yaml", *extra], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
 
     code = "allenai/Olmo-3-7B-RL-Zero-Code"
     before = hub.mirror.main(code)
@@ -314,3 +319,21 @@ def test_the_table1_plan_locks_the_mirrors_commits_until_asked(hub, env, tmp_pat
     assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
     assert errors[0].startswith("error: models.experts.math: ") and "no-such-branch" in errors[0]
     assert lock_file.read_text() == text
+
+    # a disk too small for the downloads (a 1 MB tmpfs where resources/ goes): one error with both
+    # numbers, before any download; nothing written there
+    small = repo / "resources"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)])
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (the disk check is not exercised)")
+    try:
+        r = plan()
+        listing = list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr[-2000:]
+    assert errors[0].startswith(f"error: not enough disk at {small}: the run needs ")
+    assert "GB to download (4 models)" in errors[0] and "GB are free" in errors[0]
+    assert listing == []

@@ -20,6 +20,7 @@ UPDATE_LOCK = bool(config.pop("update_lock", False))
 try:
     PLAN = Plan(config)
     PLAN.lock_revisions(update=UPDATE_LOCK)
+    PLAN.preflight()
 except InputError as e:  # a bad config or hub input: one line, before any job runs
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2)
