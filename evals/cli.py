@@ -141,6 +141,14 @@ def cmd_compare(args) -> int:
     return 1 if moved else 0
 
 
+def cmd_fetch_data(args) -> int:
+    from evals.release import fetch
+
+    rec = fetch(args.source, Path(args.output), args.sha256)
+    print(f"{args.output}: {rec['bytes']} bytes, sha256 {rec['sha256']}")
+    return 0
+
+
 def cmd_bench_score(args) -> int:
     from devtools.score_bench import bench_score
 
@@ -275,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("baseline", help="the expected table1.csv")
     c.add_argument("--noise-band", default="0.5", help="points, or a CSV of per-cell bands")
     c.set_defaults(fn=cmd_compare)
+
+    f = sub.add_parser(
+        "fetch-data", help="copy a benchmark data file from a path or mirror URL, sha256 checked"
+    )
+    f.add_argument("--source", required=True, help="a local path or an http(s) URL")
+    f.add_argument("--sha256", help="the file's expected sha256 (checked when given)")
+    f.add_argument("--output", required=True)
+    f.set_defaults(fn=cmd_fetch_data)
 
     b = sub.add_parser("bench-score", help="time HumanEval scoring of 164 problems x N completions")
     b.add_argument("--workdir", default="results/bench-score")

@@ -124,6 +124,8 @@ class Request(BaseModel):
     targets: list[Target] = Field(min_length=1)
     # benchmark -> the dataset commit the run's revision lock names (hub data only)
     data_revisions: dict[str, str] = Field(default_factory=dict)
+    # benchmark -> a data file to read instead of the suite's source (e.g. a fetched release)
+    data: dict[str, Path] = Field(default_factory=dict)
 
 
 def generate(
@@ -166,7 +168,7 @@ def generate_batch(request: Path, manifest: Path) -> dict:
         raise EvalInputError(f"generation request {request}: {e}") from e
     engine = req.engine.model_dump(exclude_none=True)
     done = run_targets(
-        req.targets, req.suite, req.limit, None, req.seed, engine, req.data_revisions
+        req.targets, req.suite, req.limit, req.data, req.seed, engine, req.data_revisions
     )
     record = {
         "request": str(Path(request).resolve()),

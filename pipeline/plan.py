@@ -316,6 +316,9 @@ class Plan:
         """The `python -m evals generate --request` file of one job."""
         ev = self.eval
         locked = {"data_revisions": dict(self.data_revisions)} if self.data_revisions else {}
+        if self.eval["evalplus_data"]:
+            gens = {self.suite.benchmark(b).generation_name for b in self.evalplus_benchmarks()}
+            locked["data"] = {g: self.evalplus_file() for g in sorted(gens)}
         return locked | {
             "suite": self.suite_arg,
             "seed": ev["seed"],
@@ -394,6 +397,24 @@ class Plan:
                 for b in self.benchmarks
             ]
         return cells
+
+    def evalplus_benchmarks(self) -> list[str]:
+        """The suite's benchmarks read from an EvalPlus release (HumanEval, HumanEval+)."""
+        return [b for b in self.benchmarks if "evalplus_release" in self.suite.benchmark(b).source]
+
+    def evalplus_file(self) -> str:
+        """Where `eval.evalplus_data` is fetched to (one release file serves both benchmarks)."""
+        (b, *_) = self.evalplus_benchmarks() or [None]
+        version = self.suite.benchmark(b).source["evalplus_release"] if b else "none"
+        return f"resources/evalplus/HumanEvalPlus-{version}.jsonl.gz"
+
+    def data_inputs(self) -> list[str]:
+        """Data files a generation job reads that the DAG fetches first."""
+        return (
+            [self.evalplus_file()]
+            if self.eval["evalplus_data"] and self.evalplus_benchmarks()
+            else []
+        )
 
     def fingerprints_file(self) -> str:
         """The run's collected merge fingerprints (a later run's report.baseline_fingerprints)."""

@@ -73,3 +73,21 @@ rule download_prompts:
         "python -m merges download-prompts --dataset {params.dataset:q} --revision {wildcards.revision:q} "
         "--split {wildcards.split:q} --select {wildcards.select:q} --column {wildcards.column:q} "
         "--n {wildcards.n:q} --output {output.prompts:q} > {log:q} 2>&1"
+
+
+rule fetch_evalplus_data:
+    """The EvalPlus release from `eval.evalplus_data` (a path or mirror URL), sha256 checked and
+    recorded in its sidecar, for machines without GitHub access."""
+    output:
+        PLAN.evalplus_file(),
+    log:
+        f"logs/{RUN}/fetch_evalplus_data.log",
+    conda:
+        "../envs/mergeeval.yaml"
+    params:
+        options=argv(
+            ("--source", (PLAN.eval["evalplus_data"] or {}).get("source")),
+            ("--sha256", (PLAN.eval["evalplus_data"] or {}).get("sha256")),
+        ),
+    shell:
+        "python -m evals fetch-data {params.options} --output {output:q} > {log:q} 2>&1"

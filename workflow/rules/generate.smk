@@ -29,6 +29,7 @@ rule generate_samples:
         models=lambda w: PLAN.batch_model_dirs(w.batch),
         fingerprints=lambda w: [ancient(f) for f in PLAN.batch_fingerprints(w.batch)],
         templates=[PLAN.model_dir(e) for e in EXPERTS],
+        data=PLAN.data_inputs(),
     output:
         PLAN.batch_manifest("generate", "{batch}"),
     log:
