@@ -122,16 +122,16 @@ def test_bf16_ulps_exact_on_hand_picked_values(tmp_path):
     assert rc == 1
 
 
+def diff_module(a, b) -> subprocess.CompletedProcess:
+    """`python -m merges diff A B` in a process of its own."""
+    cmd = [sys.executable, "-m", "merges", "diff", str(a), str(b)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def test_identical_folders_exit_0_through_the_module(tmp_path):
     m = family(torch.bfloat16)
     a, b = save(tmp_path / "a", m["a"]), save(tmp_path / "b", m["a"])
-    p = subprocess.run(
-        [sys.executable, "-m", "merges", "diff", str(a), str(b)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = diff_module(a, b)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "3 of 3 tensors identical, 0 changed, 0 over the tolerance\n"
 
@@ -141,13 +141,7 @@ def test_changed_tensor_exits_1_and_is_named_through_the_module(tmp_path):
     b = {k: v.clone() for k, v in m["a"].items()}
     b["small"][2] += 1e-3
     a, b = save(tmp_path / "a", m["a"]), save(tmp_path / "b", b)
-    p = subprocess.run(
-        [sys.executable, "-m", "merges", "diff", str(a), str(b)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = diff_module(a, b)
     assert p.returncode == 1, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].startswith("| tensor |") and lines[2].startswith("| small | 5 | float32 |")
