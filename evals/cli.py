@@ -71,6 +71,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         engine_args=engine,
         template_from=Path(args.template_from) if args.template_from else None,
+        max_tokens=args.max_tokens,
     )
     print("\n".join(map(str, paths)))
     return 0
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--limit", type=positive_int, help="only the first N items of each benchmark (N ≥ 1)"
+    )
+    g.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="cap every benchmark's max_tokens at N (a short run of a paper suite; recorded)",
     )
     g.add_argument(
         "--data",

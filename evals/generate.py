@@ -65,6 +65,14 @@ def request_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def capped(bench, max_tokens: int | None):
+    """The benchmark with its sampling's max_tokens capped at `max_tokens` (None: as it is)."""
+    if max_tokens is None or bench.sampling.max_tokens <= max_tokens:
+        return bench
+    sampling = bench.sampling.model_copy(update={"max_tokens": max_tokens})
+    return bench.model_copy(update={"sampling": sampling})
+
+
 def _earlier_meta(path: Path) -> dict:
     """An earlier run's meta, or {} when absent or malformed (its samples are then redone)."""
     try:
@@ -120,6 +128,8 @@ class Request(BaseModel):
     suite: str
     seed: int = 0
     limit: int | None = Field(default=None, ge=1)
+    # a cap on every benchmark's max_tokens (a short run of a paper suite); recorded in its sampling
+    max_tokens: int | None = Field(default=None, ge=1)
     engine: EngineArgs = Field(default_factory=EngineArgs)
     targets: list[Target] = Field(min_length=1)
     # benchmark -> the dataset commit the run's revision lock names (hub data only)
@@ -140,6 +150,7 @@ def generate(
     seed: int = 0,
     engine_args: dict | None = None,
     template_from: Path | None = None,
+    max_tokens: int | None = None,
 ) -> list[Path]:
     """Write `output/<benchmark>.jsonl.gz` (+ `.meta.json`) for each generation; return the paths.
 
@@ -156,7 +167,9 @@ def generate(
     )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise EvalInputError(f"--limit must be a positive integer, got {limit!r}")
-    return run_targets([target], suite_name, limit, data, seed, engine_args)[0]["paths"]
+    return run_targets([target], suite_name, limit, data, seed, engine_args, None, max_tokens)[0][
+        "paths"
+    ]
 
 
 def generate_batch(request: Path, manifest: Path) -> dict:
@@ -168,7 +181,14 @@ def generate_batch(request: Path, manifest: Path) -> dict:
         raise EvalInputError(f"generation request {request}: {e}") from e
     engine = req.engine.model_dump(exclude_none=True)
     done = run_targets(
-        req.targets, req.suite, req.limit, req.data, req.seed, engine, req.data_revisions
+        req.targets,
+        req.suite,
+        req.limit,
+        req.data,
+        req.seed,
+        engine,
+        req.data_revisions,
+        req.max_tokens,
     )
     record = {
         "request": str(Path(request).resolve()),
@@ -186,15 +206,25 @@ def run_targets(
     seed: int,
     engine_args: dict | None,
     revisions: dict[str, str] | None = None,
+    max_tokens: int | None = None,
 ) -> list[dict]:
     """Check and render every target first (bad input fails before any engine starts), then
     generate what is not already complete, one engine session for all, in the given order.
-    `revisions`: benchmark -> the dataset commit to read hub data at."""
+    `revisions`: benchmark -> the dataset commit to read hub data at; `max_tokens`: a cap on
+    every benchmark's own."""
     suite = get_suite(suite_name)
     args = {"dtype": "auto", "max_model_len": suite.max_model_len, "seed": seed}
     args.update(engine_args or {})
+    generated = {gen for t in targets for gen in plan(suite.name, t.benchmarks)}
+    unknown = sorted(set(data or {}) - generated)
+    if unknown:
+        raise EvalInputError(
+            f"--data {unknown[0]}=...: {unknown[0]!r} is not a benchmark generated here; "
+            f"valid: {', '.join(sorted(generated))}"
+        )
     prepared = [
-        _prepare(t, suite, limit, dict(data or {}), seed, args, revisions or {}) for t in targets
+        _prepare(t, suite, limit, dict(data or {}), seed, args, revisions or {}, max_tokens)
+        for t in targets
     ]
     rendered = [
         _render(t.model, p[0], args, seed) if p[0] else []
@@ -223,18 +253,15 @@ def run_targets(
     return done
 
 
-def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict, revisions: dict):
+def _prepare(
+    t: Target, suite, limit, data: dict, seed: int, args: dict, revisions: dict, max_tokens=None
+):
     """(pending generations, manifest entries, sample paths, data files) of one target."""
     model, output = Path(t.model), Path(t.output)
     if not (model / "config.json").exists():
         raise EvalInputError(f"model folder {model} has no config.json")
     groups = plan(suite.name, t.benchmarks)
-    unknown = sorted(set(data) - set(groups))
-    if unknown:
-        raise EvalInputError(
-            f"--data {unknown[0]}=...: {unknown[0]!r} is not a benchmark generated here; "
-            f"valid: {', '.join(groups)}"
-        )
+    data = {gen: p for gen, p in data.items() if gen in groups}
     # the output folder holds samples: it may exist (a resumed run) but never overlap an input
     guard_output(
         output,
@@ -246,6 +273,7 @@ def _prepare(t: Target, suite, limit, data: dict, seed: int, args: dict, revisio
     fingerprint = model_fingerprint(model)
     todo, paths, manifest = [], [], {}
     for gen, bench in groups.items():
+        bench = capped(bench, max_tokens)
         path = output / f"{gen}.jsonl.gz"
         paths.append(path)
         data_file = data.get(gen) or suite.fixture_file(bench)

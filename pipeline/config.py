@@ -142,6 +142,15 @@ def check(config: dict) -> None:
         suite = get_suite(config["eval"]["suite"])
     except InputError as e:
         raise ConfigError("eval.suite", str(e)) from None
+    for b in config["eval"]["revisions"]:
+        src = suite.benchmark(b).source if b in suite.benchmarks else {}
+        if suite.data != "hf" or "hf_dataset" not in src:
+            hub = [x for x in suite.benchmarks if "hf_dataset" in suite.benchmark(x).source]
+            raise ConfigError(
+                f"eval.revisions.{b}",
+                f"suite {suite.name!r} reads no hub dataset for {b!r}; "
+                f"benchmarks with one: {', '.join(hub) if suite.data == 'hf' else 'none'}",
+            )
     domains = {_domain(models, e) for e in experts}
     for b in suite.benchmarks:
         if suite.benchmark(b).domain not in domains:

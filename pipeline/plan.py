@@ -259,6 +259,16 @@ class Plan:
             return {"template": "paper", "template_from": self.model_dir(self.tokenizer_from)}
         return {"template": "paper"}
 
+    def batch_template_dirs(self, batch: str) -> list[str]:
+        """The folders whose chat templates a batch's targets read besides their own (a moved
+        expert reruns only the batches that read it)."""
+        dirs = []
+        for m in self.batches[batch]:
+            opts = self.template_options(m)
+            dirs += [opts["template_from"]] if "template_from" in opts else []
+            dirs += opts.get("domain_templates", {}).values()
+        return list(dict.fromkeys(dirs))
+
     def fingerprint_raw(self, merge_id: str) -> str:
         """The merge job's fingerprint of its result (`merges run --fingerprint`)."""
         return f"results/{self.run}/fingerprints/raw/{merge_id}.json"
@@ -323,6 +333,7 @@ class Plan:
             "suite": self.suite_arg,
             "seed": ev["seed"],
             "limit": ev["limit"],
+            "max_tokens": ev["max_tokens"],
             "engine": dict(ev["engine"]),
             "targets": [
                 {

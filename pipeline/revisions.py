@@ -5,7 +5,8 @@ benchmark datasets of an `hf` suite) whose revision is a branch or a tag is reso
 it names and written to `results/RUN/revisions.lock.yaml`. Later plans read the commit from the
 lock, so a moved `main` changes nothing until the user asks (`snakemake --config update_lock=true`),
 and every path and record downstream names the commit. A revision given as a full commit is
-recorded as it is, without asking the hub.
+asked about once too, when it enters the lock, so a commit the hub lacks stops the plan before any
+job (offline it is taken as given).
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ def hub_inputs(config: dict, suite) -> list[HubInput]:
         if "hf_dataset" in p:
             out.append(HubInput(f"stats.prompts.{name}", "dataset", p["hf_dataset"], p["revision"]))
     if suite.data == "hf":
+        chosen = config["eval"].get("revisions", {})
         for b in suite.benchmarks:
             src = suite.benchmark(b).source
             if "hf_dataset" in src:
-                rev = src.get("revision") or "main"
+                rev = chosen.get(b) or src.get("revision") or "main"
                 out.append(HubInput(f"benchmarks.{b}", "dataset", src["hf_dataset"], rev))
     return out
 
@@ -102,10 +104,10 @@ def lock_revisions(
     for it in items:
         entry = lock.get(it.key, {})
         same = entry.get("repo") == it.repo and entry.get("revision") == it.revision
-        if COMMIT.fullmatch(it.revision):
-            commit = it.revision
-        elif same and not update and COMMIT.fullmatch(str(entry.get("commit", ""))):
+        if same and not update and COMMIT.fullmatch(str(entry.get("commit", ""))):
             commit = entry["commit"]
+        elif offline and COMMIT.fullmatch(it.revision):
+            commit = it.revision
         elif offline:
             print(f"warning: {it.key}: {it.repo}@{it.revision} is not resolved to a commit (offline: "
                   "HF_HUB_OFFLINE); plan online once to lock it", file=sys.stderr)  # fmt: skip

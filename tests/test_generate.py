@@ -176,3 +176,17 @@ def test_a_batch_request_is_checked_before_any_engine_starts(tiny_family, tmp_pa
     r = evals_cli("generate", "--request", request, "--model", experts[0])
     assert r.returncode == 2 and "--manifest" in r.stderr
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "a").exists()
+
+
+def test_a_max_tokens_cap_lowers_only_longer_budgets():
+    """`max_tokens` of a request (eval.max_tokens) caps each benchmark's budget, leaves shorter
+    budgets and every other sampling setting alone, and never changes the suite's definition."""
+    from evals.generate import capped
+    from evals.registry import get_suite
+
+    suite = get_suite("table1")
+    aime, ifeval = suite.benchmark("aime24"), suite.benchmark("ifeval")
+    short = capped(aime, 8)
+    assert short.sampling.max_tokens == 8 and aime.sampling.max_tokens == 16384
+    assert short.sampling.model_dump() | {"max_tokens": 16384} == aime.sampling.model_dump()
+    assert capped(ifeval, 4096) is ifeval and capped(aime, None) is aime

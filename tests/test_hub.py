@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from tests.hubmirror import commit as git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE, MATH = "allenai/Olmo-3-1025-7B", "allenai/Olmo-3-7B-RL-Zero-Math"
+IF_EXPERT = "allenai/Olmo-3-7B-RL-Zero-IF"
+CODE = "allenai/Olmo-3-7B-RL-Zero-Code"
 STALLED = "model-00002-of-00002.safetensors"
 
 
@@ -273,11 +276,7 @@ def test_the_table1_plan_locks_the_mirrors_commits_until_asked(hub, env, tmp_pat
     repo = repo_copy(tmp_path / "repo")
     lock_file = repo / "results/table1/revisions.lock.yaml"
     smk = [str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile"]
-    # the config pins the base and the IF expert to hub commits the mirror cannot have: the
-    # mirror's first commits stand in for them
-    pins = {"base": {"revision": hub.mirror.commits[BASE][0]},
-            "experts": {"if": {"revision": hub.mirror.commits["allenai/Olmo-3-7B-RL-Zero-IF"][0]}}}  # fmt: skip
-    (repo / "mirror.yaml").write_text(json.dumps({"models": pins}))
+    (repo / "mirror.yaml").write_text(json.dumps(mirror_pins(hub)))
 
     def plan(config="config/table1.yaml", *extra):
         return subprocess.run([*smk, config, "mirror.yaml", *extra], cwd=repo, env=env,
@@ -337,3 +336,157 @@ def test_the_table1_plan_locks_the_mirrors_commits_until_asked(hub, env, tmp_pat
     assert errors[0].startswith(f"error: not enough disk at {small}: the run needs ")
     assert "GB to download (4 models)" in errors[0] and "GB are free" in errors[0]
     assert listing == []
+
+
+def mirror_pins(hub) -> dict:
+    """A config overlay: the mirror's first commits where config/table1.yaml pins hub commits (the
+    base, the IF expert, the IF prompts, and IFEval in its benchmark definition), which the mirror
+    cannot have."""
+    first = {r: hub.mirror.commits[r][0] for r in (BASE, IF_EXPERT, DOLCI["IF"], IFEVAL)}
+    return {
+        "models": {"base": {"revision": first[BASE]}, "experts": {"if": {"revision": first[IF_EXPERT]}}},
+        "stats": {"prompts": {"if": {"revision": first[DOLCI["IF"]]}}},
+        "eval": {"revisions": {"ifeval": first[IFEVAL]}},
+    }  # fmt: skip
+
+
+def mirror_overlay(hub, release: Path) -> dict:
+    """What the table1 DAG test changes in config/table1.yaml besides the pins: only less work (CPU,
+    two items per benchmark, 8 new tokens, 8 calibration prompts of 16 tokens, the demo models'
+    context, two models per generation job) and the HumanEval+ file from a local copy."""
+    pins = mirror_pins(hub)
+    cpu = {"device": "cpu", "gpus": 0, "mem_mb": 4000}
+    prompts = {d: {"n": 8} | pins["stats"]["prompts"].get(d, {}) for d in ("math", "code", "if")}
+    return {
+        "models": pins["models"],
+        "merge_defaults": cpu,
+        "stats": cpu | {"max_tokens": 16, "prompts": prompts},
+        "eval": pins["eval"] | {
+            "gpus": 0, "threads": 2, "score_threads": 1, "mem_mb": 6000, "limit": 2, "max_tokens": 8,
+            "models_per_job": 2,
+            "engine": {"max_model_len": 1024, "enforce_eager": True},
+            "env": {"VLLM_CPU_KVCACHE_SPACE": 1},
+            "evalplus_data": {"source": str(release), "sha256": sha256_of(release)},
+        },
+    }  # fmt: skip
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def jobs_planned(out: str) -> dict[str, int]:
+    """{rule: count} of a `snakemake -n` job-stats table."""
+    rows = re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[-1], re.M)
+    return {rule: int(n) for rule, n in rows if rule != "total"}
+
+
+def assert_recorded_commits(repo: Path, mirror) -> None:
+    """The lock, the model folders, every merge.json, the prompts' sidecars and every sample and
+    score file of the table1 run in `repo` name the commits the mirror served."""
+    from mergeeval.yamlio import load_yaml
+
+    lock = load_yaml(repo / "results/table1/revisions.lock.yaml", "lock")
+    commits = {k: v["commit"] for k, v in lock.items()}
+    first, main = (lambda r: mirror.commits[r][0]), mirror.main
+    assert commits == {
+        "models.base": first(BASE), "models.experts.math": main(MATH),
+        "models.experts.code": main(CODE), "models.experts.if": first(IF_EXPERT),
+        "stats.prompts.code": main(DOLCI["Code"]), "stats.prompts.if": first(DOLCI["IF"]),
+        "stats.prompts.math": main(DOLCI["Math"]),
+        "benchmarks.aime24": main(AIME), "benchmarks.aime25": main(AIME),
+        "benchmarks.ifeval": first(IFEVAL),
+    }  # fmt: skip
+    # models: the folder name, source.json, every merge.json and every sample file's model
+    folders = {lock[k]["repo"]: c for k, c in commits.items() if k.startswith("models.")}
+    for repo_id, commit in folders.items():
+        folder = repo / "resources/hub" / repo_id.replace("/", "--") / commit
+        source = json.loads((folder / "source.json").read_text())
+        assert (source["repo_id"], source["commit"]) == (repo_id, commit)
+    merges = sorted((repo / "results/table1/models").glob("*/merge.json"))
+    assert len(merges) == 12
+    for m in merges:
+        record = json.loads(m.read_text())
+        used = [record["base"], *record["experts"]]
+        assert {u["repo_id"]: u["commit"] for u in used} == folders, m
+    # calibration prompts: the dataset commit in each sidecar (both statistics recipes)
+    metas = list((repo / "resources/calibration").rglob("*.meta.json"))
+    assert len(metas) == 6
+    prompts = {lock[k]["repo"]: c for k, c in commits.items() if k.startswith("stats.")}
+    assert all(
+        prompts[(m := json.loads(p.read_text()))["dataset"]] == m["commit"] == m["revision"]
+        for p in metas
+    )
+    # benchmark data: REPO@COMMIT in every sample and score file of a hub dataset; the HumanEval+
+    # release from the configured file, its sha256 in the sidecar
+    data = {b: f"{lock[f'benchmarks.{b}']['repo']}@{commits[f'benchmarks.{b}']}"
+            for b in ("aime24", "aime25", "ifeval")}  # fmt: skip
+    release = repo / "resources/evalplus/HumanEvalPlus-v0.1.10.jsonl.gz"
+    samples = list((repo / "results/table1/samples").rglob("*.meta.json"))
+    scores = list((repo / "results/table1/scores").rglob("*.json"))
+    assert len(samples) == 4 + 2 + 1 + 1 + 12 * 4 and len(scores) == 5 + 2 + 2 + 1 + 12 * 5
+    for f in samples + scores:
+        record = json.loads(f.read_text())
+        want = data.get(record["benchmark"], str(release.resolve()))
+        assert record["data"] == want, f
+    for f in samples:
+        meta = json.loads(f.read_text())
+        if "merge" not in meta["model"]:  # a merge's record is its merge.json (checked above)
+            assert folders[meta["model"]["repo_id"]] == meta["model"]["commit"], f
+        assert meta["sampling"]["max_tokens"] == 8 and meta["limit"] == 2
+    sidecar = json.loads(release.with_name(release.name + ".meta.json").read_text())
+    assert sidecar["sha256"] == sha256_of(release)
+    assert len((repo / "results/table1/table1.csv").read_text().splitlines()) == 15
+
+
+@pytest.mark.slow
+def test_table1_dag_runs_against_the_mirror_and_records_its_commits(hub, env, tmp_path):
+    """config/table1.yaml through the whole DAG against the mirror (downloads, verification, both
+    statistics recipes, every merge, generation, scoring, the report): every artefact records the
+    commit the mirror served. A moved main then changes nothing; updating the lock plans again
+    exactly what depends on the moved repo."""
+    import gzip
+
+    from tests.test_workflow import repo_copy
+
+    repo = repo_copy(tmp_path / "repo")
+    release = tmp_path / "HumanEvalPlus-v0.1.10.jsonl.gz"
+    release.write_bytes(gzip.compress((ROOT / "evals/fixtures/humanevalplus.jsonl").read_bytes()))
+    (repo / "mirror.yaml").write_text(json.dumps(mirror_overlay(hub, release)))
+    env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
+    smk = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2"]
+    smk += ["--configfile", "config/table1.yaml", "mirror.yaml"]
+
+    def snakemake(*extra, timeout=3000):
+        return subprocess.run([*smk, *extra], cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
+
+    r = snakemake()
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert (repo / "results/table1/table1.md").is_file()
+
+    assert_recorded_commits(repo, hub.mirror)
+
+    # main moves in the Code expert's repo: nothing to do until the lock is updated; then exactly
+    # what depends on the Code expert is planned again
+    code = "allenai/Olmo-3-7B-RL-Zero-Code"
+    before = hub.mirror.main(code)
+    moved = git_commit(hub.mirror.repo(code), {"NOTES.md": b"moved on\n"}, "main moves",
+                       "2025-12-02T10:00:00+00:00")  # fmt: skip
+    try:
+        r = snakemake("-n")
+        assert r.returncode == 0 and "Nothing to be done" in r.stdout, r.stdout[-3000:]
+        r = snakemake("-n", "--config", "update_lock=true")
+        assert r.returncode == 0, r.stderr[-3000:]
+    finally:
+        git(hub.mirror.repo(code), "reset", "-q", "--hard", before)
+    jobs = jobs_planned(r.stdout)
+    assert f"resources/hub/allenai--Olmo-3-7B-RL-Zero-Code/{moved}" in r.stdout
+    assert jobs["download_model"] == 1 and jobs["merge_model"] == 12, jobs
+    assert jobs["collect_stats"] == 1 and "download_prompts" not in jobs, jobs  # the Code Grams
+    # generation and scoring: batch 1 (the base and the Math expert) stays; the other 7 batches
+    # hold the Code expert or merges
+    assert jobs["generate_samples"] == jobs["score_samples"] == 7, jobs
+    assert "results/table1/batches/generate/batch1.json" not in r.stdout

@@ -1,6 +1,6 @@
 """The run's revision lock: branches and tags resolved once, read from the lock afterwards, resolved
-again only when asked or when the config names another revision; pinned commits recorded without
-asking the hub; the plan's paths name the commits. (Against a real hub server: tests/test_hub.py.)"""
+again only when asked or when the config names another revision; pinned commits checked once, when
+they enter the lock; the plan's paths name the commits. (Against a real hub server: tests/test_hub.py.)"""
 
 import pytest
 
@@ -28,17 +28,17 @@ def test_branches_are_locked_and_a_moved_main_changes_nothing_until_updated(tmp_
     lock = tmp_path / "revisions.lock.yaml"
     items = [HubInput("models.base", "model", "org/base", C),
              HubInput("models.experts.math", "model", "org/math", "main")]  # fmt: skip
-    hub = Hub({("org/math", "main"): A})
+    hub = Hub({("org/math", "main"): A, ("org/base", C): C})
     assert lock_revisions(items, lock, resolve=hub, offline=False) == {
         "models.base": C, "models.experts.math": A}  # fmt: skip
-    assert hub.asked == ["models.experts.math"]  # a pinned commit is not asked for
+    assert hub.asked == ["models.base", "models.experts.math"]  # a pinned commit is checked once
     recorded = load_yaml(lock, "lock")
     assert recorded["models.experts.math"] == {
         "kind": "model", "repo": "org/math", "revision": "main", "commit": A}  # fmt: skip
 
     hub.heads["org/math", "main"] = B  # main moved
     assert lock_revisions(items, lock, resolve=hub, offline=False)["models.experts.math"] == A
-    assert hub.asked == ["models.experts.math"]
+    assert hub.asked == ["models.base", "models.experts.math"]
     before = lock.read_text()
     assert lock_revisions(items, lock, update=True, resolve=hub, offline=False)[
         "models.experts.math"] == B  # fmt: skip
@@ -59,6 +59,13 @@ def test_offline_keeps_unresolved_inputs_out_and_a_bad_revision_is_one_error(tmp
     with pytest.raises(RevisionError, match="benchmarks.aime24: org/aime has no revision 'main'"):
         lock_revisions(items, lock, resolve=Hub({}), offline=False)
     assert not lock.exists()
+    # a pinned commit the hub lacks stops the plan; offline it is taken as given
+    pinned = [HubInput("stats.prompts.if", "dataset", "org/if", C)]
+    with pytest.raises(RevisionError, match=f"stats.prompts.if: org/if has no revision '{C}'"):
+        lock_revisions(pinned, lock, resolve=Hub({}), offline=False)
+    assert not lock.exists()
+    assert lock_revisions(pinned, lock, resolve=Hub({}), offline=True) == {"stats.prompts.if": C}
+    lock.unlink()
     lock.write_text("- not a mapping\n")
     with pytest.raises(RevisionError, match="malformed; delete it"):
         lock_revisions(items, lock, resolve=Hub({}), offline=False)
@@ -77,7 +84,9 @@ def test_the_table1_plan_names_the_locked_commits(tmp_path, monkeypatch, capsys)
     assert keys[:4] == ["models.base", "models.experts.math", "models.experts.code",
                         "models.experts.if"]  # fmt: skip
     assert {"stats.prompts.math", "benchmarks.aime24", "benchmarks.ifeval"} <= set(keys)
-    hub = Hub({(it.repo, it.revision): B for it in items})
+    hub = Hub(
+        {(it.repo, it.revision): it.revision if len(it.revision) == 40 else B for it in items}
+    )
     plan.lock_revisions(resolve=hub)
     err = capsys.readouterr().err
     unpinned = [it for it in items if it.revision == "main"]

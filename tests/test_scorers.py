@@ -365,3 +365,38 @@ def test_compare_lists_moved_cells_with_per_cell_bands(tmp_path):
     assert compare(now, read_table(tmp_path / "base.csv"), read_band("5")) == [
         m for m in moved if m["column"] is None
     ]
+
+
+def test_ifeval_tables_never_collide_with_another_job_writing_them(tmp_path):
+    """Two scoring jobs on an empty NLTK data folder: this one writes its own temporary folder
+    (another job's half-written one is left alone) and, when the other puts its tables in place
+    first, keeps those and cleans up."""
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import os, sys
+        from pathlib import Path
+        from evals.scorers import ifeval
+        root = Path(sys.argv[1]) / "tokenizers/punkt_tab"
+        (root / "english.partial").mkdir(parents=True)
+        (root / "english.partial/writing").write_text("another job")
+        rename = os.replace
+        def the_other_job_first(src, dst):
+            Path(dst).mkdir()
+            for f in Path(src).iterdir():
+                (Path(dst) / f.name).write_text(f.read_text())
+            rename(src, dst)
+        os.replace = the_other_job_first
+        target = ifeval.ensure_punkt_tab()
+        import nltk
+        nltk.data.find("tokenizers/punkt_tab/english/")
+        print(sorted(p.name for p in root.iterdir()), sorted(p.name for p in target.iterdir()))
+    """
+    env = dict(os.environ, MERGEEVAL_NLTK_DATA=str(tmp_path), NLTK_DATA=str(tmp_path / "none"))
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-1500:]
+    tables = ["abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"]
+    assert r.stdout.strip() == f"{['english', 'english.partial']} {tables}"

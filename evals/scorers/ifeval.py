@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -28,8 +30,10 @@ def ensure_punkt_tab() -> Path:
     if not (target / "ortho_context.tab").exists():
         from punkt.data import english
 
-        tmp = target.with_name("english.partial")
-        tmp.mkdir(parents=True, exist_ok=True)
+        # a folder of this process's own, renamed into place: scoring jobs running side by side
+        # never read each other's half-written tables
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="english.partial-", dir=target.parent))
         (tmp / "abbrev_types.txt").write_text(
             "".join(f"{w}\n" for w in sorted(english.ABBREV_TYPES))
         )
@@ -42,7 +46,12 @@ def ensure_punkt_tab() -> Path:
         (tmp / "ortho_context.tab").write_text(
             "".join(f"{w}\t{v}\n" for w, v in sorted(english.ORTHO_CONTEXT.items()))
         )
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another job put its (identical) tables there first
+            shutil.rmtree(tmp)
+            if not (target / "ortho_context.tab").exists():
+                raise
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
     return target

@@ -28,7 +28,7 @@ rule generate_samples:
         request=PLAN.request_file("generate", "{batch}"),
         models=lambda w: PLAN.batch_model_dirs(w.batch),
         fingerprints=lambda w: [ancient(f) for f in PLAN.batch_fingerprints(w.batch)],
-        templates=[PLAN.model_dir(e) for e in EXPERTS],
+        templates=lambda w: PLAN.batch_template_dirs(w.batch),
         data=PLAN.data_inputs(),
     output:
         PLAN.batch_manifest("generate", "{batch}"),
