@@ -335,10 +335,11 @@ def test_statistics_counts_must_be_positive(family, tmp_path, capsys, flag):
 
 
 def _slow_family(family, tmp_path) -> tuple[Path, list[Path]]:
-    """Base and 3 experts with twelve 768 x 768 block matrices: TSV takes seconds on them."""
+    """Base and 3 experts with 24 768 x 768 block matrices: TSV takes seconds on them (a wide
+    window to stop it in, even on a loaded machine)."""
     _, base, experts = family
     g = torch.Generator().manual_seed(0)
-    names = [f"model.layers.{i}.mlp.up_proj.weight" for i in range(12)]
+    names = [f"model.layers.{i}.mlp.up_proj.weight" for i in range(24)]
     w0 = {n: torch.randn(768, 768, generator=g).to(torch.bfloat16) for n in names}
     out = []
     for i, src in enumerate([base, *experts]):
