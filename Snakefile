@@ -21,6 +21,7 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -126,6 +126,7 @@ def cmd_report(args) -> int:
         recipes=key_values(args.recipe, "--recipe", "ROW=TEXT"),
         paper_rows=key_values(args.paper_row, "--paper-row", "ROW=REFERENCE_ROW"),
         fingerprints=Path(args.fingerprints) if args.fingerprints else None,
+        sweeps=_pairs(args.sweep, "--sweep"),
     )
     print(
         f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
@@ -259,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--fingerprints",
         help="the run's collected merge fingerprints (results/RUN/fingerprints.json)",
+    )
+    r.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="MERGE=SELECTION_JSON",
+        help="a swept merge's selection (results/RUN/sweeps/MERGE.json): a section and a plot",
     )
     r.add_argument(
         "--noise-band",

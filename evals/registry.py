@@ -4,7 +4,9 @@ A benchmark names its data source, prompt, sampling settings, scorer, headline m
 (the expert whose template the `per_task` policy uses and whose row reports it). A suite lists its
 benchmarks in the report's column order, with overrides of their sampling settings and headline,
 the data source kind (`hf` or the project's offline `fixture` files, optionally a suite's own
-folder of them), the context length and optionally a reference table of published numbers.
+folder of them), the context length, optionally a reference table of published numbers and the
+validation suite on which parameter sweeps choose a merge's parameters (items disjoint from the
+suite's own).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Suite(pydantic.BaseModel):
     max_model_len: int
     benchmarks: dict[str, dict]  # in report-column order, each with optional overrides
     reference: str | None = None  # a CSV in evals/reference: published numbers of the same table
+    validation: str | None = None  # the suite whose items (disjoint from these) sweeps select on
 
     @property
     def columns(self) -> list[str]:

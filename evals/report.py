@@ -19,6 +19,7 @@ from pathlib import Path
 from evals.errors import EvalInputError
 from evals.registry import Suite, get_suite
 from evals.report_fingerprints import fingerprint_report
+from evals.report_sweeps import sweep_report
 from mergeeval.outputs import atomic_file, write_text_atomic
 
 Table = dict[str, dict[str, float]]  # {row: {column: percent}}; "average" once every cell is there
@@ -268,6 +269,7 @@ def write_report(
     recipes: dict[str, str] | None = None,
     paper_rows: dict[str, str] | None = None,
     fingerprints: Path | None = None,
+    sweeps: dict[str, Path] | None = None,
 ) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record. `suite` is a suite name or file:
     its benchmarks are the columns, its headlines the metrics, its reference table the paper's."""
@@ -333,6 +335,8 @@ def write_report(
         if fingerprints
         else ([], {})
     )
+    swept, record["sweeps"] = sweep_report(sweeps or {}, table, out_prefix.parent / "sweeps")
+    weights += swept
     md = to_markdown(table, cols, title, notes, paper, base, band, recipes, paper_rows)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table, cols))

@@ -142,6 +142,7 @@ def check(config: dict) -> None:
         suite = get_suite(config["eval"]["suite"])
     except InputError as e:
         raise ConfigError("eval.suite", str(e)) from None
+    _check_sweeps(config, suite)
     for b in config["eval"]["revisions"]:
         src = suite.benchmark(b).source if b in suite.benchmarks else {}
         if suite.data != "hf" or "hf_dataset" not in src:
@@ -276,3 +277,26 @@ def load(config: dict) -> dict:
     expand_mergekit_configs(config)
     check(config)
     return config
+
+
+def _check_sweeps(config: dict, suite) -> None:
+    """Sweeps need a validation suite other than the test suite; `select` names its benchmark."""
+    sweeps = config.get("sweeps") or {}
+    if not sweeps:
+        return
+    name = config["eval"].get("validation_suite") or suite.validation
+    if not name:
+        raise ConfigError("sweeps", f"suite {suite.name!r} names no validation suite; set "
+                          "eval.validation_suite to a suite whose items are not the test items")  # fmt: skip
+    if name == suite.name:
+        raise ConfigError("eval.validation_suite", "is the test suite itself; sweeps must select on "
+                          "other items")  # fmt: skip
+    try:
+        val = get_suite(name)
+    except InputError as e:
+        raise ConfigError("eval.validation_suite", str(e)) from None
+    for mid, sweep in sweeps.items():
+        rule = sweep.get("select", "average")
+        if rule != "average" and rule not in val.benchmarks:
+            raise ConfigError(f"sweeps.{mid}.select", f"{rule!r} is neither 'average' nor a "
+                              f"benchmark of {name!r}: {', '.join(val.benchmarks)}")  # fmt: skip

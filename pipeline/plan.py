@@ -17,6 +17,7 @@ from merges.registry import get_method
 from pipeline.config import STATS_RECIPES, load
 from pipeline.preflight import Download, preflight
 from pipeline.revisions import hub_inputs, lock_revisions, resolve_on_hub, unpinned
+from pipeline.sweeps import expand
 
 
 def argv(*pairs) -> str:
@@ -49,6 +50,13 @@ class Plan:
         self.experts = list(self.models["experts"])
         self.compare = self.eval.get("compare_template")
         self.data_revisions: dict[str, str] = {}  # benchmark -> dataset commit (lock_revisions)
+        # sweeps: each point is a merge of its own; a swept merge's row is its selected point
+        self.points = expand(self.config)
+        self.entries = dict(self.merges) | {
+            p.id: self.merges[mid] | {"params": p.params}
+            for mid, pts in self.points.items()
+            for p in pts
+        }
 
     # -- hub revisions -----------------------------------------------------------------------
     def lock_file(self) -> str:
@@ -89,7 +97,8 @@ class Plan:
                 downloads.append(
                     Download(key, m["repo_id"], m["revision"], Path(self.model_dir(name)))
                 )
-        pending = [m for m in self.merges if not Path(self.merge_dir(m)).exists()]
+        merged = [*self.merge_jobs, *self.points]  # every merge job and every selected copy
+        pending = [m for m in merged if not Path(self.merge_dir(m)).exists()]
         return preflight(
             downloads, Path(self.model_dir("base")), len(pending), Path(f"results/{self.run}")
         )
@@ -145,17 +154,17 @@ class Plan:
         return f"results/{self.run}/models/{merge_id}"
 
     def method(self, merge_id: str):
-        return get_method(self.merges[merge_id]["method"])
+        return get_method(self.entries[merge_id]["method"])
 
     def merge_recipe(self, merge_id: str) -> str | None:
         """The statistics recipe a merge reads (None: a data-free method)."""
         if not self.method(merge_id).needs_stats:
             return None
-        return self.merges[merge_id].get("stats", "per_expert")
+        return self.entries[merge_id].get("stats", "per_expert")
 
     def merge_experts(self, merge_id: str) -> list[str]:
         """The experts a merge combines: `merges.ID.experts` (in the run's expert order), else all."""
-        chosen = self.merges[merge_id].get("experts")
+        chosen = self.entries[merge_id].get("experts")
         return [e for e in self.experts if e in chosen] if chosen else list(self.experts)
 
     def merge_stats(self, merge_id: str) -> list[str]:
@@ -164,11 +173,11 @@ class Plan:
         return [self.stats_dir(recipe, e) for e in self.merge_experts(merge_id)] if recipe else []
 
     def merge_setting(self, merge_id: str, key: str):
-        return self.merges[merge_id].get(key, self.config["merge_defaults"][key])
+        return self.entries[merge_id].get(key, self.config["merge_defaults"][key])
 
     def merge_spec(self, merge_id: str) -> dict:
         """The spec file of one merge job (`python -m merges run --spec`): merge.json's inputs."""
-        m = self.merges[merge_id]
+        m = self.entries[merge_id]
         return {
             "method": m["method"],
             "base": self.model_dir("base"),
@@ -186,6 +195,67 @@ class Plan:
             "force": True,
             **({"recipe": m["recipe"]} if "recipe" in m else {}),
         }
+
+    @property
+    def merge_jobs(self) -> list[str]:
+        """The merges that are merge jobs: every unswept merge and every sweep point."""
+        unswept = [m for m in self.merges if m not in self.points]
+        return unswept + [p.id for pts in self.points.values() for p in pts]
+
+    # -- sweeps ------------------------------------------------------------------------------
+    @cached_property
+    def validation_suite(self) -> Suite | None:
+        """The suite sweep points are scored on (eval.validation_suite, else the suite's own)."""
+        name = self.eval.get("validation_suite") or self.suite.validation
+        return get_suite(name) if name else None
+
+    @cached_property
+    def val_batches(self) -> dict[str, list[str]]:
+        """{job id: the sweep points it generates and scores on the validation suite}."""
+        ids = [p.id for pts in self.points.values() for p in pts]
+        per = self.eval["models_per_job"]
+        chunks = [ids[i : i + per] for i in range(0, len(ids), per)]
+        return {f"val{i}": c for i, c in enumerate(chunks, start=1)}
+
+    def val_samples_dir(self, point: str) -> str:
+        return f"results/{self.run}/validation/samples/{point}"
+
+    def val_score_file(self, point: str, benchmark: str) -> str:
+        return f"results/{self.run}/validation/scores/{point}/{benchmark}.json"
+
+    def sweep_file(self, merge_id: str) -> str:
+        """What the selection reads: the points, their folders and validation score files."""
+        return f"results/{self.run}/sweeps/{merge_id}.points.json"
+
+    def selection_file(self, merge_id: str) -> str:
+        return f"results/{self.run}/sweeps/{merge_id}.json"
+
+    def sweep_record(self, merge_id: str) -> dict:
+        suite = self.validation_suite
+        return {
+            "merge": merge_id,
+            "suite": suite.name,
+            "rule": self.config["sweeps"][merge_id].get("select", "average"),
+            "points": [
+                {
+                    "id": p.id,
+                    "values": dict(p.values),
+                    "folder": self.merge_dir(p.id),
+                    "fingerprint": self.fingerprint_raw(p.id),
+                    "scores": {b: self.val_score_file(p.id, b) for b in suite.benchmarks},
+                }
+                for p in self.points[merge_id]
+            ],
+        }
+
+    def sweep_plot(self, merge_id: str) -> str:
+        """The report's plot of a sweep (validation against each parameter, test marked)."""
+        return f"results/{self.run}/sweeps/{merge_id}.png"
+
+    def sweep_batches(self, merge_id: str) -> list[str]:
+        """The validation batches holding a swept merge's points."""
+        ids = {p.id for p in self.points[merge_id]}
+        return [b for b, pts in self.val_batches.items() if ids & set(pts)]
 
     # -- statistics --------------------------------------------------------------------------
     def stats_recipe(self, name: str) -> dict:
@@ -263,7 +333,7 @@ class Plan:
         """The folders whose chat templates a batch's targets read besides their own (a moved
         expert reruns only the batches that read it)."""
         dirs = []
-        for m in self.batches[batch]:
+        for m in self.batches.get(batch) or [self.points_merge(p) for p in self.val_batches[batch]]:
             opts = self.template_options(m)
             dirs += [opts["template_from"]] if "template_from" in opts else []
             dirs += opts.get("domain_templates", {}).values()
@@ -288,6 +358,8 @@ class Plan:
 
     def batch_fingerprints(self, batch: str) -> list[str]:
         """The fingerprint checks of the merges a generation batch holds: they run first."""
+        if batch in self.val_batches:
+            return [self.fingerprint_file(p) for p in self.val_batches[batch]]
         names = dict.fromkeys(self.split_variant(m)[0] for m in self.batches[batch])
         return [self.fingerprint_file(n) for n in names if n in self.merges]
 
@@ -312,7 +384,18 @@ class Plan:
     def batch_of(self, model: str) -> str:
         return next(b for b, models in self.batches.items() if model in models)
 
+    @property
+    def all_batches(self) -> list[str]:
+        """Every generation and scoring job: the test batches, then the validation batches."""
+        return [*self.batches, *self.val_batches]
+
+    def points_merge(self, point: str) -> str:
+        """The swept merge a point belongs to."""
+        return next(mid for mid, pts in self.points.items() if point in {p.id for p in pts})
+
     def batch_model_dirs(self, batch: str) -> list[str]:
+        if batch in self.val_batches:
+            return [self.merge_dir(p) for p in self.val_batches[batch]]
         return list(dict.fromkeys(self.eval_model_dir(m) for m in self.batches[batch]))
 
     def request_file(self, stage: str, batch: str) -> str:
@@ -325,6 +408,24 @@ class Plan:
     def generate_request(self, batch: str) -> dict:
         """The `python -m evals generate --request` file of one job."""
         ev = self.eval
+        if batch in self.val_batches:  # sweep points: the validation suite only
+            suite = self.validation_suite
+            return {
+                "suite": suite.name,
+                "seed": ev["seed"],
+                "limit": ev["limit"],
+                "max_tokens": ev["max_tokens"],
+                "engine": dict(ev["engine"]),
+                "targets": [
+                    {
+                        "model": self.merge_dir(p),
+                        "output": self.val_samples_dir(p),
+                        "benchmarks": list(suite.benchmarks),
+                        **self.template_options(self.points_merge(p)),
+                    }
+                    for p in self.val_batches[batch]
+                ],
+            }
         locked = {"data_revisions": dict(self.data_revisions)} if self.data_revisions else {}
         if self.eval["evalplus_data"]:
             gens = {self.suite.benchmark(b).generation_name for b in self.evalplus_benchmarks()}
@@ -348,6 +449,21 @@ class Plan:
 
     def score_request(self, batch: str) -> dict:
         """The `python -m evals score --request` file of one job."""
+        if batch in self.val_batches:
+            suite = self.validation_suite
+            return {
+                "allow_unsandboxed": self.eval["allow_unsandboxed"],
+                "scores": [
+                    {
+                        "benchmark": b,
+                        "samples": f"{self.val_samples_dir(p)}/"
+                        f"{suite.benchmark(b).generation_name}.jsonl.gz",
+                        "output": self.val_score_file(p, b),
+                    }
+                    for p in self.val_batches[batch]
+                    for b in suite.benchmarks
+                ],
+            }
         return {
             "allow_unsandboxed": self.eval["allow_unsandboxed"],
             "scores": [
@@ -446,6 +562,7 @@ class Plan:
             ("--baseline", rep["baseline"]),
             ("--noise-band", rep["noise_band"]),
             ("--fingerprints", self.fingerprints_file() if self.merges else None),
+            *[("--sweep", f"{mid}={self.selection_file(mid)}") for mid in self.points],
             *[
                 ("--recipe", f"{mid}={m['recipe']}")
                 for mid, m in self.merges.items()

@@ -90,3 +90,245 @@ def test_a_bad_sweep_is_one_error_naming_the_merge_parameter_and_range(merges, s
     with pytest.raises(SweepError) as e:
         expand(config(merges, sweep))
     assert message in str(e.value)
+
+
+# --- the plan and the selection --------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from mergeeval.errors import InputError  # noqa: E402
+from pipeline.select import choose, copy_selected  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = {"task_arithmetic": {"grid": {"scale": [0.2, 0.4, 0.6]}},
+          "ties": {"grid": {"density": [0.2, 0.5]}, "select": "ifeval"}}  # fmt: skip
+
+
+def smoke(sweeps=SWEEPS, **eval_over) -> dict:
+    c = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    c["eval"] |= eval_over
+    return c | {"sweeps": sweeps}
+
+
+@pytest.fixture
+def plan(monkeypatch):
+    from pipeline.plan import Plan
+
+    monkeypatch.chdir(ROOT)
+    return Plan(smoke())
+
+
+def test_points_are_merge_jobs_scored_on_validation_and_rows_are_selected(plan):
+    ta = [f"task_arithmetic.scale={v}" for v in (0.2, 0.4, 0.6)]
+    ties = ["ties.density=0.2", "ties.density=0.5"]
+    assert plan.merge_jobs == [m for m in plan.merges if m not in SWEEPS] + ta + ties
+    assert plan.merge_spec(ta[2])["params"] == {"scale": 0.6}
+    assert plan.merge_spec(ta[2])["output"] == "results/smoke/models/task_arithmetic.scale=0.6"
+    # test batches hold the rows (a swept merge's row is its selected point), never a point
+    tested = {m for models in plan.batches.values() for m in models}
+    assert "task_arithmetic" in tested and not tested & {*ta, *ties}
+    # validation batches: every point, on the validation suite only
+    assert plan.val_batches == {f"val{i}": [p] for i, p in enumerate(ta + ties, start=1)}
+    req = plan.generate_request("val3")
+    assert req["suite"] == "smoke_dev" and len(req["targets"]) == 1
+    (t,) = req["targets"]
+    assert t["model"] == plan.merge_dir(ta[2]) and "validation" in t["output"]
+    scored = plan.score_request("val3")["scores"]
+    assert {s["benchmark"] for s in scored} == set(plan.validation_suite.benchmarks)
+    assert all("/validation/scores/" in s["output"] for s in scored)
+    record = plan.sweep_record("ties")
+    assert record["rule"] == "ifeval" and [p["id"] for p in record["points"]] == ties
+    assert plan.sweep_batches("ties") == ["val4", "val5"]
+
+
+def test_validation_items_are_never_test_items():
+    """Every suite's validation suite shares no item with it (the prompt fields)."""
+    from evals.data import load_items
+    from evals.registry import get_suite, suites
+
+    checked = 0
+    for name, suite in suites().items():
+        if not suite.validation:
+            continue
+        val = get_suite(suite.validation)
+        for b in suite.benchmarks:
+            if b not in val.benchmarks:
+                continue
+            bt, bv = suite.benchmark(b), val.benchmark(b)
+            test, _ = load_items(bt, suite.fixture_file(bt), suite.data, None)
+            dev, _ = load_items(bv, val.fixture_file(bv), val.data, None)
+            text = lambda items: {json.dumps(i.fields, sort_keys=True) for i in items}  # noqa: E731
+            assert dev and not text(test) & text(dev), (name, b)
+            checked += 1
+    assert checked >= 5
+
+
+def score_file(tmp_path, point, bench, headline_value, metric="pass@1"):
+    path = tmp_path / point / f"{bench}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": {metric: headline_value}}))
+    return str(path)
+
+
+def test_the_rule_picks_the_best_validation_point_and_ties_go_to_the_first(tmp_path):
+    from evals.registry import get_suite
+
+    suite = get_suite("smoke_dev")
+    heads = {b: suite.benchmark(b).headline for b in suite.benchmarks}
+    table = {"a": [0.1, 0.2, 0.3, 0.4, 0.5], "b": [0.5, 0.1, 0.1, 0.1, 0.9], "c": [0.2] * 5}
+    points = [
+        {"id": pid, "values": {"scale": i}, "scores": {
+            b: score_file(tmp_path, pid, b, v, heads[b]) for b, v in zip(suite.benchmarks, vals, strict=True)}}
+        for i, (pid, vals) in enumerate(table.items())
+    ]  # fmt: skip
+    sweep = {"merge": "m", "suite": "smoke_dev", "rule": "average", "points": points}
+    rec = choose(sweep)
+    averages = {p: 100 * sum(v) / 5 for p, v in table.items()}  # a: 30, b: 34, c: 20
+    assert [round(p["value"], 6) for p in rec["points"]] == [round(averages[p], 6) for p in table]
+    assert rec["selected"] == "b" and rec["values"] == {"scale": 1}
+    ifeval_col = list(suite.benchmarks).index("ifeval")
+    rec = choose(sweep | {"rule": "ifeval"})
+    assert rec["selected"] == max(table, key=lambda p: table[p][ifeval_col])
+    # equal values: the first in grid order
+    same = [p | {"scores": points[2]["scores"]} for p in points]
+    assert choose(sweep | {"points": same})["selected"] == "a"
+
+
+def test_the_selected_folder_becomes_the_row(tmp_path):
+    folder = tmp_path / "models/m.scale=0.6"
+    folder.mkdir(parents=True)
+    (folder / "merge.json").write_text('{"params": {"scale": 0.6}}')
+    (tmp_path / "fp.json").write_text('{"tensors": {}}')
+    selection = tmp_path / "m.json"
+    selection.write_text(json.dumps({"selected": "m.scale=0.6", "values": {"scale": 0.6}}))
+    sweep = {"points": [{"id": "m.scale=0.6", "folder": str(folder),
+                         "fingerprint": str(tmp_path / "fp.json")}]}  # fmt: skip
+    out = tmp_path / "models/m"
+    copy_selected(selection, sweep, out, tmp_path / "raw/m.json")
+    assert json.loads((out / "merge.json").read_text()) == {"params": {"scale": 0.6}}
+    assert json.loads((out / "sweep.json").read_text())["selected"] == "m.scale=0.6"
+    assert json.loads((tmp_path / "raw/m.json").read_text()) == {"tensors": {}}
+
+
+@pytest.mark.parametrize(
+    "sweeps,eval_over,message",
+    [
+        ({"ties": {"grid": {"density": [0.2, 1.5]}}}, {},
+         "error: config error at sweeps.ties.grid.density: 1.5 is outside the range of 'density' "
+         "of method 'ties': 0 < density ≤ 1"),
+        ({"ties": {"grid": {"density": [0.2]}, "select": "mbpp"}}, {},
+         "error: config error at sweeps.ties.select: 'mbpp' is neither 'average' nor a benchmark"),
+        ({"ties": {"grid": {"density": [0.2]}}}, {"validation_suite": "smoke"},
+         "error: config error at eval.validation_suite: is the test suite itself"),
+    ],
+)  # fmt: skip
+def test_a_bad_sweep_stops_the_plan_with_one_error(tmp_path, sweeps, eval_over, message):
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(smoke(sweeps, **eval_over)))
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile", tmp_path / "cfg.yaml"],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )  # fmt: skip
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and errors[0].startswith(message), r.stderr[
+        -2000:
+    ]
+
+
+def test_the_demo_suite_has_no_validation_suite_yet_so_sweeps_say_so(monkeypatch):
+    from pipeline.config import load
+
+    monkeypatch.chdir(ROOT)
+    c = yaml.safe_load((ROOT / "config/demo.yaml").read_text()) | {"sweeps": SWEEPS}
+    with pytest.raises(InputError, match="names no validation suite; set eval.validation_suite"):
+        load(c)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_end_to_end_and_no_test_item_meets_a_point(tmp_path):
+    """A small smoke run with Task Arithmetic swept over two scales: the plan's counts, every
+    point scored on validation items only, the selected point's folder as the row, the report's
+    section and plot, and a second plan with nothing to do."""
+    import gzip
+
+    from evals.data import load_items
+    from evals.registry import get_suite
+    from tests.test_workflow import repo_copy
+
+    repo = repo_copy(tmp_path / "repo")
+    c = smoke({"task_arithmetic": {"grid": {"scale": [0.2, 0.6]}}}, models_per_job=8)
+    c["merges"] = {k: c["merges"][k] for k in ("task_arithmetic", "average")}
+    (repo / "cfg.yaml").write_text(yaml.safe_dump(c))
+    env = dict(os.environ, HF_HUB_OFFLINE="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # fmt: skip
+    smk = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--cores",
+        "2",
+        "--configfile",
+        "cfg.yaml",
+    ]
+
+    def snakemake(*extra):
+        return subprocess.run([*smk, *extra], cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=2400)  # fmt: skip
+
+    from tests.test_hub import jobs_planned
+
+    r = snakemake("-n")
+    jobs = jobs_planned(r.stdout)
+    assert jobs["merge_model"] == 3 and jobs["selected_merge"] == 1, jobs  # 2 points + average
+    assert jobs["generate_samples"] == jobs["score_samples"] == 2, jobs  # the test batch, val1
+    r = snakemake()
+    assert r.returncode == 0, r.stderr[-4000:]
+
+    points = ["task_arithmetic.scale=0.2", "task_arithmetic.scale=0.6"]
+    results = repo / "results/smoke"
+    selection = json.loads((results / "sweeps/task_arithmetic.json").read_text())
+    assert [p["id"] for p in selection["points"]] == points
+    assert selection["selected"] in points and selection["rule"] == "average"
+    chosen = results / "models" / selection["selected"]
+    row = results / "models/task_arithmetic"
+    assert (row / "merge.json").read_text() == (chosen / "merge.json").read_text()
+    assert (row / "model.safetensors").read_bytes() == (chosen / "model.safetensors").read_bytes()
+
+    # points: validation score files only, each on the validation items; no test score for a point
+    def texts(suite_name):  # per benchmark, the longest text field of every item
+        suite = get_suite(suite_name)
+        out = {}
+        for b in suite.benchmarks:
+            bench = suite.benchmark(b)
+            items = load_items(bench, suite.fixture_file(bench), "fixture", None)[0]
+            out[b] = [
+                max((v for v in i.fields.values() if isinstance(v, str)), key=len) for i in items
+            ]
+        return out
+
+    val, dev, test = get_suite("smoke_dev"), texts("smoke_dev"), texts("smoke")
+    for p in points:
+        assert not (results / "scores" / p).exists() and not (results / "samples" / p).exists()
+        files = sorted((results / "validation/scores" / p).glob("*.json"))
+        assert [f.stem for f in files] == sorted(val.benchmarks)
+        for f in files:
+            gen = val.benchmark(f.stem).generation_name
+            rows = [
+                json.loads(x)
+                for x in gzip.open(results / "validation/samples" / p / f"{gen}.jsonl.gz", "rt")
+            ]
+            assert len(rows) == len(dev[f.stem])
+            for row in rows:
+                assert any(t in row["prompt"] for t in dev[f.stem]), row["prompt"]
+                assert not any(t in row["prompt"] for t in test[f.stem]), row["prompt"]
+    md = (results / "table1.md").read_text()
+    assert "## Sweeps: parameters selected on validation" in md
+    assert f"| task_arithmetic | scale = {selection['values']['scale']} |" in md
+    assert (results / "sweeps/task_arithmetic.png").stat().st_size > 1000
+    report = json.loads((results / "table1.json").read_text())
+    assert report["sweeps"]["task_arithmetic"]["selected"] == selection["selected"]
+    r = snakemake("-n")
+    assert "Nothing to be done" in r.stdout, r.stdout[-2000:]

@@ -41,8 +41,9 @@ if (
 
 wildcard_constraints:
     run=re.escape(RUN),
-    batch="|".join(map(re.escape, PLAN.batches)),
-    merge_id="|".join(map(re.escape, MERGES)),
+    batch="|".join(map(re.escape, PLAN.all_batches)),
+    merge_id="|".join(map(re.escape, [*MERGES, *PLAN.merge_jobs])),
+    swept="|".join(map(re.escape, PLAN.points or ["-"])),
     expert="|".join(map(re.escape, EXPERTS)),
     recipe="|".join(map(re.escape, PLAN.stats_recipes_used or ["per_expert"])),
     benchmark="|".join(map(re.escape, PLAN.benchmarks)),

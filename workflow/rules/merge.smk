@@ -38,6 +38,8 @@ rule merge_model:
         f"logs/{RUN}/merge_model/{{merge_id}}.log",
     benchmark:
         f"benchmarks/{RUN}/merge_model/{{merge_id}}.tsv"
+    wildcard_constraints:
+        merge_id="|".join(map(re.escape, PLAN.merge_jobs)),
     conda:
         "../envs/mergeeval.yaml"
     resources:

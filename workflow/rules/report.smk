@@ -22,8 +22,10 @@ rule report_table:
     input:
         [PLAN.batch_manifest("score", b) for b in PLAN.batches],
         [PLAN.fingerprints_file()] if PLAN.merges else [],
+        [PLAN.selection_file(m) for m in PLAN.points],
     output:
         multiext(PLAN.report_prefix(), ".md", ".csv", ".json", ".png"),
+        [PLAN.sweep_plot(m) for m in PLAN.points],
     log:
         f"logs/{RUN}/report_table.log",
     benchmark:
