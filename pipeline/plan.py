@@ -408,14 +408,17 @@ class Plan:
     def generate_request(self, batch: str) -> dict:
         """The `python -m evals generate --request` file of one job."""
         ev = self.eval
+        common = {
+            "seed": ev["seed"],
+            "limit": ev["limit"],
+            "max_tokens": ev["max_tokens"],
+            "engine": dict(ev["engine"]),
+        }
         if batch in self.val_batches:  # sweep points: the validation suite only
             suite = self.validation_suite
             return {
                 "suite": suite.name,
-                "seed": ev["seed"],
-                "limit": ev["limit"],
-                "max_tokens": ev["max_tokens"],
-                "engine": dict(ev["engine"]),
+                **common,
                 "targets": [
                     {
                         "model": self.merge_dir(p),
@@ -432,10 +435,7 @@ class Plan:
             locked["data"] = {g: self.evalplus_file() for g in sorted(gens)}
         return locked | {
             "suite": self.suite_arg,
-            "seed": ev["seed"],
-            "limit": ev["limit"],
-            "max_tokens": ev["max_tokens"],
-            "engine": dict(ev["engine"]),
+            **common,
             "targets": [
                 {
                     "model": self.eval_model_dir(m),
