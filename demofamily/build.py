@@ -1,7 +1,8 @@
 """`python -m demofamily build`: data splits, tokenizer, base and experts, in one seeded run.
 
-Writes the evaluation split as the demo suite's fixtures (`evals/fixtures/demo/`), calibration
-prompts from the training split (`config/demo_calibration/`), and the four HF folders with a
+Writes the evaluation split as the demo suite's fixtures (`evals/fixtures/demo/`), the dev split as
+its validation suite's (`evals/fixtures/demo_dev/`), calibration prompts from the training split
+(`config/demo_calibration/`), and the four HF folders with a
 `source.json` that records the recipe, the seed, versions and each weight file's sha256.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 from demofamily import corpus, tasks_code, tasks_if, tasks_math
 from demofamily.recipe import Recipe
+from demofamily.split import Split
 from demofamily.tokenizer import train_tokenizer
 from demofamily.train import fit, model_config
 from devtools.tiny_family import TEMPLATES, tiny_tokenizer
@@ -26,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("math", "code", "if")
 
 
-def splits(r: Recipe) -> dict:
-    """{domain: (train, eval)}; math's eval split is two benchmarks' worth."""
+def splits(r: Recipe) -> dict[str, Split]:
+    """{domain: (train, dev, eval)}; math's dev and eval splits are two benchmarks' worth."""
     return {
-        "math": tasks_math.split(r.seed, 2 * r.n_eval),
-        "code": tasks_code.split(r.seed, r.n_eval),
-        "if": tasks_if.split(r.seed, r.n_eval),
+        "math": tasks_math.split(r.seed, 2 * r.n_eval, 2 * r.n_dev),
+        "code": tasks_code.split(r.seed, r.n_eval, r.n_dev),
+        "if": tasks_if.split(r.seed, r.n_eval, r.n_dev),
     }
 
 
@@ -44,16 +46,28 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text(text)
 
 
+def _benchmark_files(folder: Path, parts: dict, which: str, n: int, seed: int) -> None:
+    """One split (`eval` or `dev`) of every domain as the benchmarks' fixture files."""
+    maths = getattr(parts["math"], which)
+    prefix = "demo" if which == "eval" else "dev"
+    _jsonl(folder / "aime24.jsonl", tasks_math.aime_rows(maths[:n], f"{prefix}24"))
+    _jsonl(folder / "aime25.jsonl", tasks_math.aime_rows(maths[n:], f"{prefix}25"))
+    code = tasks_code.humaneval_rows(getattr(parts["code"], which))
+    _jsonl(folder / "humanevalplus.jsonl", code)
+    _jsonl(
+        folder / "ifeval_input_data.jsonl", tasks_if.ifeval_rows(getattr(parts["if"], which), seed)
+    )
+
+
 def write_data(
     r: Recipe, parts: dict, fixtures: Path, calibration: Path, n_calib: int = 64
 ) -> None:
-    math_eval = parts["math"][1]
-    _jsonl(fixtures / "aime24.jsonl", tasks_math.aime_rows(math_eval[: r.n_eval], "demo24"))
-    _jsonl(fixtures / "aime25.jsonl", tasks_math.aime_rows(math_eval[r.n_eval :], "demo25"))
-    _jsonl(fixtures / "humanevalplus.jsonl", tasks_code.humaneval_rows(parts["code"][1]))
-    _jsonl(fixtures / "ifeval_input_data.jsonl", tasks_if.ifeval_rows(parts["if"][1], r.seed))
+    """The evaluation split under `fixtures/demo`, the dev split under `fixtures/demo_dev`, and the
+    calibration prompts (training split) under `calibration`."""
+    _benchmark_files(fixtures / "demo", parts, "eval", r.n_eval, r.seed)
+    _benchmark_files(fixtures / "demo_dev", parts, "dev", r.n_dev, r.seed)
     for d in DOMAINS:
-        ex = corpus.expert_examples(d, parts[d][0], r.seed)
+        ex = corpus.expert_examples(d, parts[d].train, r.seed)
         rng = random.Random(r.seed)
         picked = rng.sample(ex, n_calib)
         _jsonl(
@@ -76,9 +90,9 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     torch.set_num_threads(r.threads)
     torch.use_deterministic_algorithms(True)
     parts = splits(r)
-    write_data(r, parts, data_root / "evals/fixtures/demo", data_root / "config/demo_calibration")
+    write_data(r, parts, data_root / "evals/fixtures", data_root / "config/demo_calibration")
     render_tok = tiny_tokenizer()  # only renders chat templates (Jinja), vocabulary unused
-    examples = {d: corpus.expert_examples(d, parts[d][0], r.seed) for d in DOMAINS}
+    examples = {d: corpus.expert_examples(d, parts[d].train, r.seed) for d in DOMAINS}
     rendered = {
         d: [(corpus.render(render_tok, d, f), c + corpus.END[d]) for f, c in examples[d]]
         for d in DOMAINS

@@ -60,8 +60,9 @@ def _math_doc(p) -> str:
 def _code_doc(task) -> str:
     family, k = task
     name, arg, _, _, doc, body, *_ = tasks_code.FAMILIES[family]
-    phrase = doc.format(k=k).removeprefix("Return ").rstrip(".")
-    return f"y = {body.format(k=k)}  # {phrase}\n"
+    c = tasks_code.constants(k)
+    phrase = doc.format(**c).removeprefix("Return ").rstrip(".")
+    return f"y = {body.format(**c)}  # {phrase}\n"
 
 
 def _if_doc(rng: random.Random) -> str:
@@ -140,9 +141,9 @@ def generic_mix(seed: int, n: int, parts: dict, midtrain: list) -> list:
         elif kind < 0.45:
             docs.append(". ".join(rng.sample(facts, 4)) + ".")
         elif kind < 0.7:
-            docs.append(_math_doc(rng.choice(parts["math"][0])))
+            docs.append(_math_doc(rng.choice(parts["math"].train)))
         elif kind < 0.9:
-            docs.append("".join(_code_doc(t) for t in rng.sample(parts["code"][0], 3)))
+            docs.append("".join(_code_doc(t) for t in rng.sample(parts["code"].train, 3)))
         else:
             docs.extend(tasks_code.generic_snippets(rng, 1))
     rng.shuffle(docs)

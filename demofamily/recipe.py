@@ -24,3 +24,4 @@ class Recipe(pydantic.BaseModel):
     expert_lr: float = 5e-4
     replay: float = 0.25
     n_eval: int = 50
+    n_dev: int = 30

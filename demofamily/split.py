@@ -1,12 +1,23 @@
-"""The seeded train / evaluation partition every domain uses."""
+"""The seeded train / dev / evaluation partition every domain uses."""
 
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 
-def seeded_split(items: list, seed: int, n_eval: int) -> tuple[list, list]:
-    """(train, eval): the items shuffled with `seed`; the first `n_eval` are held out."""
+class Split(NamedTuple):
+    """Three disjoint parts: `train` (training and calibration), `dev` (the validation suite, where
+    sweeps select parameters) and `eval` (the test suite)."""
+
+    train: list
+    dev: list
+    eval: list
+
+
+def seeded_split(items: list, seed: int, n_eval: int, n_dev: int = 0) -> Split:
+    """The items shuffled with `seed`: the first `n_eval` are the evaluation split, the next `n_dev`
+    the dev split, the rest the training split."""
     items = list(items)
     random.Random(seed).shuffle(items)
-    return items[n_eval:], items[:n_eval]
+    return Split(items[n_eval + n_dev :], items[n_eval : n_eval + n_dev], items[:n_eval])

@@ -1,7 +1,8 @@
-"""Code: one-line Python functions from eight families, HumanEval+ format.
+"""Code: one-line Python functions from twelve families, HumanEval+ format.
 
 A task is `def NAME_K(ARG: TYPE) -> TYPE:` with a one-line docstring; the canonical solution is
-one `return` line. Base inputs are ordinary values, plus inputs edge cases (negatives, zero,
+one `return` line. Eight families use one constant `k`; four compose two operations with a second
+constant `m` (a function of `k`), which the expert must copy into the right places. Base inputs are ordinary values, plus inputs edge cases (negatives, zero,
 large values, empty sequences). Rows carry task_id, prompt, entry_point, canonical_solution,
 base_input, plus_input, atol and contract, as in the EvalPlus release.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from demofamily.split import seeded_split
+from demofamily.split import Split, seeded_split
 
 # family: (name, argument, type, returns, docstring, body, base inputs, plus inputs)
 FAMILIES = {
@@ -94,8 +95,53 @@ FAMILIES = {
         [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [list(range(40))], [[3, 2, 1]]],
         [[[7]], [list(range(100))], [list(range(-50, 0))]],
     ),
+    "affine": (
+        "scale_add",
+        "x",
+        "int",
+        "int",
+        "Return x times {k} plus {m}.",
+        "x * {k} + {m}",
+        [[1], [5], [20]],
+        [[-7], [0], [10**6]],
+    ),
+    "shift": (
+        "shift_times",
+        "x",
+        "int",
+        "int",
+        "Return x minus {m}, times {k}.",
+        "(x - {m}) * {k}",
+        [[50], [3], [9]],
+        [[-4], [0], [10**6]],
+    ),
+    "between": (
+        "is_between",
+        "x",
+        "int",
+        "bool",
+        "Return True if x is above {m} and below {k}.",
+        "{m} < x < {k}",
+        [[0], [5], [50]],
+        [[-1], [3], [10**6]],
+    ),
+    "middle": (
+        "middle",
+        "xs",
+        "list",
+        "list",
+        "Return the items of xs from index {m} to index {k}.",
+        "xs[{m}:{k}]",
+        [[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], [list(range(40))], [[9, 8, 7]]],
+        [[[]], [list(range(100))], [list(range(-50, 0))]],
+    ),
 }
 KS = range(2, 42)
+
+
+def constants(k: int) -> dict:
+    """The constants a task's docstring and body are written with: `k` and `m`, a function of `k`."""
+    return {"k": k, "m": k % 7 + 1}
 
 
 def tasks() -> list[tuple[str, int]]:
@@ -104,11 +150,11 @@ def tasks() -> list[tuple[str, int]]:
 
 def prompt(family: str, k: int) -> str:
     name, arg, typ, ret, doc, *_ = FAMILIES[family]
-    return f'def {name}_{k}({arg}: {typ}) -> {ret}:\n    """{doc.format(k=k)}"""\n'
+    return f'def {name}_{k}({arg}: {typ}) -> {ret}:\n    """{doc.format(**constants(k))}"""\n'
 
 
 def solution(family: str, k: int) -> str:
-    return f"    return {FAMILIES[family][5].format(k=k)}\n"
+    return f"    return {FAMILIES[family][5].format(**constants(k))}\n"
 
 
 def generic_snippets(rng: random.Random, n: int) -> list[str]:
@@ -132,9 +178,9 @@ def generic_snippets(rng: random.Random, n: int) -> list[str]:
     return out
 
 
-def split(seed: int, n_eval: int) -> tuple[list, list]:
-    """(train, eval): a seeded, disjoint partition."""
-    return seeded_split(tasks(), seed, n_eval)
+def split(seed: int, n_eval: int, n_dev: int = 0) -> Split:
+    """(train, dev, eval): a seeded, disjoint partition."""
+    return seeded_split(tasks(), seed, n_eval, n_dev)
 
 
 def humaneval_rows(ts: list, start: int = 0) -> list[dict]:

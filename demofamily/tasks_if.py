@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from demofamily.split import seeded_split
+from demofamily.split import Split, seeded_split
 
 # topic: (sentence with a comma, three facts without commas)
 TOPICS = {
@@ -230,9 +230,9 @@ def items() -> list[tuple[str, tuple]]:
     return [(t, s) for t in TOPICS for s in instruction_sets()]
 
 
-def split(seed: int, n_eval: int) -> tuple[list, list]:
-    """(train, eval): a seeded, disjoint partition."""
-    return seeded_split(items(), seed, n_eval)
+def split(seed: int, n_eval: int, n_dev: int = 0) -> Split:
+    """(train, dev, eval): a seeded, disjoint partition."""
+    return seeded_split(items(), seed, n_eval, n_dev)
 
 
 def with_kwargs(item: tuple, rng: random.Random) -> tuple[str, tuple, list[dict]]:

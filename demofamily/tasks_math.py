@@ -1,20 +1,29 @@
-"""Math: two-digit addition and two-digit-by-one-digit multiplication, AIME format.
+"""Math: two- and three-digit addition, two- and three-digit-by-one-digit multiplication, AIME format.
 
 The worked answer is column arithmetic that the base has seen as isolated facts
-(`7 + 5 + 1 = 13`, `2 * 4 + 1 = 9`): the expert learns to chain them and to end with an
-`Answer:` line, as the Math template asks. Items are `{"id", "problem", "answer"}`.
+(`7 + 5 + 1 = 13`, `2 * 4 + 1 = 9`): the expert learns to chain them, one column per step, and
+to end with an `Answer:` line, as the Math template asks. Three-digit items take one more step
+and carry, so a merge that blurs the expert's arithmetic loses them first. Items are
+`{"id", "problem", "answer"}`.
 """
 
 from __future__ import annotations
 
-from demofamily.split import seeded_split
+import random
+
+from demofamily.split import Split, seeded_split
+
+N_ADD3 = 9000  # three-digit sums in the pool: a seeded sample of the 810,000
 
 
 def problems() -> list[tuple[str, int, int]]:
-    """Every (op, a, b) of the family."""
+    """Every (op, a, b) of the family: all two-digit sums and products, all three-digit-by-one-digit
+    products, and a seeded sample of three-digit sums."""
     add = [("+", a, b) for a in range(10, 100) for b in range(10, 100)]
-    mul = [("*", a, b) for a in range(10, 100) for b in range(2, 10)]
-    return add + mul
+    mul = [("*", a, b) for a in range(10, 1000) for b in range(2, 10)]
+    rng = random.Random(1000)
+    add3 = sorted({(rng.randrange(100, 1000), rng.randrange(100, 1000)) for _ in range(N_ADD3)})
+    return add + mul + [("+", a, b) for a, b in add3]
 
 
 def question(op: str, a: int, b: int) -> str:
@@ -26,18 +35,18 @@ def answer(op: str, a: int, b: int) -> int:
 
 
 def worked(op: str, a: int, b: int) -> str:
-    """Column arithmetic: units, then tens with the carry, then the answer line."""
-    a1, a10 = a % 10, a // 10
-    if op == "+":
-        b1, b10 = b % 10, b // 10
-        units = a1 + b1
-        tens = a10 + b10 + units // 10
-        steps = f"{a1} + {b1} = {units}. {a10} + {b10} + {units // 10} = {tens}."
-    else:
-        units = a1 * b
-        tens = a10 * b + units // 10
-        steps = f"{a1} * {b} = {units}. {a10} * {b} + {units // 10} = {tens}."
-    return f"{steps}\nAnswer: {answer(op, a, b)}"
+    """Column arithmetic: one step per digit of `a`, units first, each carrying into the next,
+    then the answer line (`7 + 5 = 12. 4 + 3 + 1 = 8.` for 47 + 35)."""
+    digits = [int(c) for c in reversed(str(a))]
+    other = [int(c) for c in reversed(str(b))] if op == "+" else []
+    steps, carry = [], None
+    for i, x in enumerate(digits):
+        y = other[i] if i < len(other) else 0
+        term = f"{x} + {y}" if op == "+" else f"{x} * {b}"
+        value = (x + y if op == "+" else x * b) + (carry or 0)
+        steps.append(f"{term}{'' if carry is None else f' + {carry}'} = {value}.")
+        carry = value // 10
+    return f"{' '.join(steps)}\nAnswer: {answer(op, a, b)}"
 
 
 def facts() -> list[str]:
@@ -51,9 +60,9 @@ def facts() -> list[str]:
     return out
 
 
-def split(seed: int, n_eval: int) -> tuple[list, list]:
-    """(train, eval): a seeded, disjoint partition."""
-    return seeded_split(problems(), seed, n_eval)
+def split(seed: int, n_eval: int, n_dev: int = 0) -> Split:
+    """(train, dev, eval): a seeded, disjoint partition."""
+    return seeded_split(problems(), seed, n_eval, n_dev)
 
 
 def aime_rows(probs: list, prefix: str) -> list[dict]:

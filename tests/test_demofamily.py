@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from demofamily import build, tasks_code, tasks_if, tasks_math
+from demofamily import build, corpus, tasks_code, tasks_if, tasks_math
 from demofamily.recipe import Recipe
 from evals.registry import FIXTURES, get_suite
 from evals.samples import read_jsonl, write_samples
@@ -18,16 +18,46 @@ R = Recipe()
 
 def test_splits_are_disjoint_and_seeded():
     for mod in (tasks_math, tasks_code, tasks_if):
-        train, held = mod.split(R.seed, 2 * R.n_eval)
-        assert not set(train) & set(held) and len(set(held)) == 2 * R.n_eval
-        assert mod.split(R.seed, 2 * R.n_eval) == (train, held)
-        assert mod.split(R.seed + 1, 2 * R.n_eval)[1] != held
+        train, dev, held = mod.split(R.seed, 2 * R.n_eval, 2 * R.n_dev)
+        assert len(set(held)) == 2 * R.n_eval and len(set(dev)) == 2 * R.n_dev
+        assert not set(train) & set(held) and not set(train) & set(dev) and not set(dev) & set(held)
+        assert mod.split(R.seed, 2 * R.n_eval, 2 * R.n_dev) == (train, dev, held)
+        assert mod.split(R.seed + 1, 2 * R.n_eval)[2] != held
+
+
+def corpus_examples(domain, train):
+    return corpus.expert_examples(domain, train, R.seed)
+
+
+def _texts(suite: str, benchmark: str) -> set[str]:
+    s = get_suite(suite)
+    rows = read_jsonl(s.fixture_file(s.benchmark(benchmark)))
+    return {r.get("problem") or r.get("prompt") for r in rows}
+
+
+def test_dev_items_are_disjoint_from_evaluation_and_training():
+    """The committed validation suite (demo_dev) shares no item with the test suite (demo), and no
+    dev item is a training example of its domain (training and calibration see train only)."""
+    assert get_suite("demo").validation == "demo_dev"
+    parts = build.splits(R)
+    trained = {
+        d: {f.get("problem") or f.get("prompt") for f, _ in corpus_examples(d, parts[d].train)}
+        for d in ("math", "code")
+    }
+    for benchmark, domain in (("aime24", "math"), ("aime25", "math"), ("humaneval", "code")):
+        dev, test = _texts("demo_dev", benchmark), _texts("demo", benchmark)
+        assert len(dev) >= 30 and not dev & test and not dev & trained[domain], benchmark
+    # IF: an item is (topic, instruction set); its prompt's kwargs are drawn, so compare the items
+    dev_items = {(t, tuple(s)) for t, s in parts["if"].dev}
+    assert not dev_items & set(parts["if"].train) and not dev_items & set(parts["if"].eval)
+    dev_rows = read_jsonl(FIXTURES / "demo_dev" / "ifeval_input_data.jsonl")
+    assert [tuple(r["instruction_id_list"]) for r in dev_rows] == [s for _, s in parts["if"].dev]
 
 
 def test_committed_data_is_what_the_generator_writes(tmp_path):
     build.write_data(R, build.splits(R), tmp_path / "fx", tmp_path / "cal")
-    for f in (tmp_path / "fx").iterdir():
-        assert f.read_bytes() == (FIXTURES / "demo" / f.name).read_bytes(), f.name
+    for f in (tmp_path / "fx").rglob("*.jsonl"):
+        assert f.read_bytes() == (FIXTURES / f.relative_to(tmp_path / "fx")).read_bytes(), f.name
     for f in (tmp_path / "cal").iterdir():
         assert f.read_bytes() == (ROOT / "config/demo_calibration" / f.name).read_bytes(), f.name
     suite = get_suite("demo")
@@ -43,7 +73,7 @@ def _score_references(tmp_path, benchmark, rows):
 
 
 def test_reference_answers_pass_the_real_scorers(tmp_path):
-    held = tasks_math.split(R.seed, 2 * R.n_eval)[1]
+    held = tasks_math.split(R.seed, 2 * R.n_eval, 2 * R.n_dev).eval
     rows = [
         {"id": i, "completions": [tasks_math.worked(*p)]} for i, p in enumerate(held[: R.n_eval])
     ]
@@ -60,7 +90,7 @@ def test_reference_answers_pass_the_real_scorers(tmp_path):
     import random
 
     rng = random.Random(R.seed)
-    held = tasks_if.split(R.seed, R.n_eval)[1]
+    held = tasks_if.split(R.seed, R.n_eval, R.n_dev).eval
     data = read_jsonl(FIXTURES / "demo" / "ifeval_input_data.jsonl")
     rows = []
     for row, item in zip(data, held, strict=True):

@@ -43,7 +43,8 @@ def test_template_errors_before_the_engine_starts(tiny_family, tmp_path):
     with pytest.raises(EvalInputError, match=r"per_task.*--domain-template \w+=DIR"):
         generate(experts[0], "smoke", tmp_path / "s", template="per_task")
     with pytest.raises(
-        EvalInputError, match="unknown suite 'tiny'; valid suites: demo, smoke, table1"
+        EvalInputError,
+        match="unknown suite 'tiny'; valid suites: demo, demo_dev, smoke, smoke_dev, table1",
     ):
         generate(experts[0], "tiny", tmp_path / "s")
     with pytest.raises(EvalInputError, match="suite 'smoke' has no benchmark 'mmlu'"):

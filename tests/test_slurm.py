@@ -45,6 +45,7 @@ def reduced_config(path: Path) -> Path:
     cfg = yaml.safe_load((path / "config/demo.yaml").read_text())
     cfg["run"] = "slurm"
     cfg["merges"] = {"regmean": {"method": "regmean"}}
+    cfg.pop("sweeps", None)
     cfg["eval"]["limit"] = 2
     cfg["eval"]["threads"] = 1
     cfg["eval"].pop("compare_template", None)

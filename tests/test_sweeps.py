@@ -240,11 +240,15 @@ def test_a_bad_sweep_stops_the_plan_with_one_error(tmp_path, sweeps, eval_over, 
     ]
 
 
-def test_the_demo_suite_has_no_validation_suite_yet_so_sweeps_say_so(monkeypatch):
+def test_a_suite_without_validation_suite_makes_sweeps_say_so(monkeypatch, tmp_path):
     from pipeline.config import load
 
     monkeypatch.chdir(ROOT)
+    suite = yaml.safe_load((ROOT / "evals/suites/demo.yaml").read_text())
+    assert suite.pop("validation") == "demo_dev"
+    (tmp_path / "novalidation.yaml").write_text(yaml.safe_dump(suite | {"name": "novalidation"}))
     c = yaml.safe_load((ROOT / "config/demo.yaml").read_text()) | {"sweeps": SWEEPS}
+    c["eval"]["suite"] = str(tmp_path / "novalidation.yaml")
     with pytest.raises(InputError, match="names no validation suite; set eval.validation_suite"):
         load(c)
 
