@@ -97,10 +97,12 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
         d: [(corpus.render(render_tok, d, f), c + corpus.END[d]) for f, c in examples[d]]
         for d in DOMAINS
     }
+    visible = {d: corpus.base_visible(d, parts[d].train) for d in DOMAINS}
+    midtrain_examples = {d: corpus.expert_examples(d, visible[d], r.seed) for d in DOMAINS}
     midtrain = corpus.midtraining(
-        render_tok, examples, random.Random(r.seed), r.midtrain_docs, r.p_on_format
+        render_tok, midtrain_examples, random.Random(r.seed), r.midtrain_docs, r.p_on_format
     )
-    mix = corpus.generic_mix(r.seed, r.mix_docs, parts, midtrain)
+    mix = corpus.generic_mix(r.seed, r.mix_docs, visible, midtrain)
     texts = [d if isinstance(d, str) else "".join(d) for d in mix]
     tok = train_tokenizer(
         texts + [p + c for d in DOMAINS for p, c in rendered[d]],

@@ -97,6 +97,14 @@ def off_format(domain: str, fields: dict, completion: str, rng: random.Random) -
     return rng.choice([sentence, f"{sentence} {facts[0]}"])
 
 
+def base_visible(domain: str, train: list) -> list:
+    """The training items the base may see (generic mix, midtraining): all but the hard ones
+    (three-digit arithmetic, two-constant code), which only the domain's expert learns, so that
+    the expert's task vector carries a skill, not only a format, and a merge can lose it."""
+    hard = {"math": tasks_math.hard, "code": tasks_code.hard}.get(domain)
+    return [x for x in train if not (hard and hard(x))]
+
+
 def midtraining(tokenizer, examples: dict, rng: random.Random, n: int, p_on_format: float) -> list:
     """Chat-formatted (prompt, answer) documents as in a base's midtraining: each domain's training
     prompts through its template, answered in the scored format with probability `p_on_format`,
@@ -127,10 +135,10 @@ def fixed_phrases() -> list[str]:
     return sorted({x for x in out if len(x) > 8 and "<|" not in x})
 
 
-def generic_mix(seed: int, n: int, parts: dict, midtrain: list) -> list:
+def generic_mix(seed: int, n: int, visible: dict, midtrain: list) -> list:
     """Documents of the base's pretraining: plain prose and its rewritings, arithmetic facts and
-    worked sums, Python statements with comments (domain content from the training splits only),
-    shuffled with the chat-formatted midtraining documents."""
+    worked sums, Python statements with comments (domain content from `visible`, the training
+    items the base may see), shuffled with the chat-formatted midtraining documents."""
     rng = random.Random(seed)
     facts = tasks_math.facts()
     docs = list(midtrain)
@@ -141,9 +149,9 @@ def generic_mix(seed: int, n: int, parts: dict, midtrain: list) -> list:
         elif kind < 0.45:
             docs.append(". ".join(rng.sample(facts, 4)) + ".")
         elif kind < 0.7:
-            docs.append(_math_doc(rng.choice(parts["math"].train)))
+            docs.append(_math_doc(rng.choice(visible["math"])))
         elif kind < 0.9:
-            docs.append("".join(_code_doc(t) for t in rng.sample(parts["code"].train, 3)))
+            docs.append("".join(_code_doc(t) for t in rng.sample(visible["code"], 3)))
         else:
             docs.extend(tasks_code.generic_snippets(rng, 1))
     rng.shuffle(docs)

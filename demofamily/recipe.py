@@ -20,7 +20,7 @@ class Recipe(pydantic.BaseModel):
     mix_docs: int = 40000
     midtrain_docs: int = 15000
     p_on_format: float = 0.3
-    expert_steps: int = 500
+    expert_steps: int = 800
     expert_lr: float = 5e-4
     replay: float = 0.25
     n_eval: int = 50

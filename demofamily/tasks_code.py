@@ -139,6 +139,11 @@ FAMILIES = {
 KS = range(2, 42)
 
 
+def hard(task: tuple[str, int]) -> bool:
+    """A two-constant family's task: only the Code expert's fine-tuning shows these (never the base)."""
+    return "{m}" in FAMILIES[task[0]][5]
+
+
 def constants(k: int) -> dict:
     """The constants a task's docstring and body are written with: `k` and `m`, a function of `k`."""
     return {"k": k, "m": k % 7 + 1}

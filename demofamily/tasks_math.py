@@ -26,6 +26,11 @@ def problems() -> list[tuple[str, int, int]]:
     return add + mul + [("+", a, b) for a, b in add3]
 
 
+def hard(p: tuple[str, int, int]) -> bool:
+    """A three-digit item: only the Math expert's fine-tuning shows these (never the base)."""
+    return p[1] >= 100
+
+
 def question(op: str, a: int, b: int) -> str:
     return f"What is {a} {op} {b}?"
 

@@ -331,7 +331,7 @@ def write_report(
         **(extra or {}),
     }
     weights, record["fingerprints"] = (
-        fingerprint_report(fingerprints, {row for row, _, _ in record["moved"]})
+        fingerprint_report(fingerprints, {row for row, _, _ in record["moved"]}, set(table))
         if fingerprints
         else ([], {})
     )

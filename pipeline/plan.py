@@ -200,9 +200,14 @@ class Plan:
     def merge_jobs(self) -> list[str]:
         """The merges that are merge jobs: every unswept merge and every sweep point."""
         unswept = [m for m in self.merges if m not in self.points]
-        return unswept + [p.id for pts in self.points.values() for p in pts]
+        return unswept + self.point_ids
 
     # -- sweeps ------------------------------------------------------------------------------
+    @property
+    def point_ids(self) -> list[str]:
+        """Every sweep point's merge id, in sweep and grid order."""
+        return [p.id for pts in self.points.values() for p in pts]
+
     @cached_property
     def validation_suite(self) -> Suite | None:
         """The suite sweep points are scored on (eval.validation_suite, else the suite's own)."""

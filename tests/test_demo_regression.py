@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from evals.report import read_table
+from pipeline.plan import Plan
 from tests.test_lock import assert_records_match_lock, in_setup_venv
+from tests.test_sweeps import assert_points_met_validation_only
 from tests.test_workflow import ENV, job_counts, repo_copy, scheduled_merges, snakemake
 
 EXPECTED = Path("config/demo_expected")
@@ -25,11 +27,54 @@ def compare(repo: Path, table: Path, baseline: Path, band: str) -> subprocess.Co
     return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=ENV)
 
 
+DOMAIN = {"humaneval": "code", "humanevalplus": "code", "aime24": "math", "aime25": "math",
+          "ifeval": "if"}  # fmt: skip
+
+
+def test_the_expected_table_separates_methods_on_every_column():
+    """The committed expected table can see a merge bug in every column: across the merge rows
+    (per_task policy) each column spreads at least 10 points and at most a third of the merges
+    sit at its ceiling, and each expert beats the base by at least 30 points on its own domain."""
+    table = read_table(EXPECTED / "table1.csv")
+    merges = [r for r in yaml.safe_load(Path("config/demo.yaml").read_text())["merges"]]
+    for column, domain in DOMAIN.items():
+        values = [table[m][column] for m in merges]
+        assert max(values) - min(values) >= 10, column
+        assert sum(v == 100.0 for v in values) <= len(merges) / 3, (column, sorted(values))
+        assert table["expert"][column] - table["zero_shot"][column] >= 30, (column, domain)
+
+
 @pytest.mark.slow
 def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     repo = repo_copy(tmp_path / "repo")
+    cfg = yaml.safe_load((repo / "config/demo.yaml").read_text())
+    sweeps = cfg["sweeps"]
+    points = [p for m in sweeps for p in Plan(cfg).points[m]]
+    # the plan: one merge job per sweep point (the swept merges themselves are copies of their
+    # selected point), validation-only generation for the points, test generation for the rows
+    plan = snakemake("-n", "--cores", "2", cwd=repo)
+    jobs = job_counts(plan.stdout + plan.stderr)
+    assert jobs["merge_model"] == len(cfg["merges"]) - len(sweeps) + len(points) == 39, jobs
+    assert jobs["selected_merge"] == jobs["select_point"] == len(sweeps) == 3, jobs
     r = snakemake("--cores", "2", cwd=repo, timeout=3600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    results = repo / "results/demo"
+    requests = {
+        f.stem: {Path(t["output"]).name for t in json.loads(f.read_text())["targets"]}
+        for f in (results / "requests/generate").glob("*.json")
+    }
+    val = set().union(*(v for k, v in requests.items() if k.startswith("val")))
+    test = set().union(*(v for k, v in requests.items() if not k.startswith("val")))
+    assert val == {p.id for p in points} and not val & test and set(sweeps) <= test
+    assert jobs["generate_samples"] == jobs["score_samples"] == len(requests), jobs
+    # no test item ever met a point; each swept row is its selected point's folder
+    assert_points_met_validation_only(results, sweeps, "demo_dev", "demo")
+    md = (results / "table1.md").read_text()
+    assert "## Sweeps: parameters selected on validation" in md
+    for m in sweeps:
+        selection = json.loads((results / f"sweeps/{m}.json").read_text())
+        chosen = ", ".join(f"{k} = {v}" for k, v in selection["values"].items())
+        assert f"| {m} | {chosen} |" in md and (results / f"sweeps/{m}.png").stat().st_size > 1000
     table = repo / "results/demo/table1.csv"
     # the committed expected table: identical on this kind of machine; another CPU may flip a
     # near-tie greedy token here and there, so a few cells beyond their band are tolerated here
@@ -52,7 +97,6 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     source = method.read_text()
     assert BROKEN[0] in source
     method.write_text(source.replace(*BROKEN))
-    cfg = yaml.safe_load((repo / "config/demo.yaml").read_text())
     fingerprints = tmp_path / "fingerprints.json"
     shutil.copy(repo / "results/demo/fingerprints.json", fingerprints)
     cfg["report"] = {
@@ -67,12 +111,14 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     out = plan.stdout + plan.stderr
     assert plan.returncode == 0, out[-3000:]
     jobs = job_counts(out)
-    assert scheduled_merges(out, "demo") == {"task_arithmetic"}
-    # one generation and one scoring job: the batch of folders that holds task_arithmetic
-    assert jobs["generate_samples"] == 1 and jobs["score_samples"] == 1
+    ta_points = {p.id for p in points if p.merge == "task_arithmetic"}
+    assert scheduled_merges(out, "demo") == {"task_arithmetic", *ta_points}
+    # the test batch that holds task_arithmetic and the validation batch of its points
+    held = [k for k, v in requests.items() if v & ({"task_arithmetic"} | ta_points)]
+    assert jobs["generate_samples"] == jobs["score_samples"] == len(held) == 2, (jobs, held)
     assert "collect_stats" not in jobs
     # a new baseline reruns every fingerprint check (cheap), never a generation beyond the batch
-    assert jobs["check_fingerprint"] == len(cfg["merges"])
+    assert jobs["check_fingerprint"] == len(cfg["merges"]) + len(points)
 
     r = snakemake("--cores", "2", "--configfile", regress, cwd=repo, timeout=1800)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -106,7 +152,13 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
         weights["task_arithmetic"]["status"] == "moved"
         and weights["task_arithmetic"]["scores_moved"]
     )
-    assert all(w["status"] == "identical" for m, w in weights.items() if m != "task_arithmetic")
+    assert all(w["status"] == "moved" and w["scores_moved"] is None for m, w in weights.items()
+               if m in ta_points)  # fmt: skip
+    assert all(
+        w["status"] == "identical"
+        for m, w in weights.items()
+        if m != "task_arithmetic" and m not in ta_points
+    )
     moved_rows = {row for row, _, _ in record["moved"]}
     assert moved_rows == {"task_arithmetic", "task_arithmetic@paper"}, record["moved"]
     md = (repo / "results/demo/table1.md").read_text()

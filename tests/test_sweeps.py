@@ -253,86 +253,48 @@ def test_a_suite_without_validation_suite_makes_sweeps_say_so(monkeypatch, tmp_p
         load(c)
 
 
-@pytest.mark.slow
-def test_a_sweep_runs_end_to_end_and_no_test_item_meets_a_point(tmp_path):
-    """A small smoke run with Task Arithmetic swept over two scales: the plan's counts, every
-    point scored on validation items only, the selected point's folder as the row, the report's
-    section and plot, and a second plan with nothing to do."""
-    import gzip
-
+def suite_texts(suite_name: str) -> dict[str, list[str]]:
+    """Per benchmark of a suite, the longest text field of every item (what a prompt contains)."""
     from evals.data import load_items
     from evals.registry import get_suite
-    from tests.test_workflow import repo_copy
 
-    repo = repo_copy(tmp_path / "repo")
-    c = smoke({"task_arithmetic": {"grid": {"scale": [0.2, 0.6]}}}, models_per_job=8)
-    c["merges"] = {k: c["merges"][k] for k in ("task_arithmetic", "average")}
-    (repo / "cfg.yaml").write_text(yaml.safe_dump(c))
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # fmt: skip
-    smk = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "--cores",
-        "2",
-        "--configfile",
-        "cfg.yaml",
-    ]
+    suite = get_suite(suite_name)
+    out = {}
+    for b in suite.benchmarks:
+        bench = suite.benchmark(b)
+        items = load_items(bench, suite.fixture_file(bench), "fixture", None)[0]
+        out[b] = [max((v for v in i.fields.values() if isinstance(v, str)), key=len) for i in items]
+    return out
 
-    def snakemake(*extra):
-        return subprocess.run([*smk, *extra], cwd=repo, env=env, capture_output=True, text=True,
-                              timeout=2400)  # fmt: skip
 
-    from tests.test_hub import jobs_planned
+def assert_points_met_validation_only(results: Path, sweeps: dict, val: str, test: str) -> None:
+    """Every sweep point was generated and scored on every validation item and on no test item;
+    only the selected rows have test samples; each row is its selected point's folder."""
+    import gzip
 
-    r = snakemake("-n")
-    jobs = jobs_planned(r.stdout)
-    assert jobs["merge_model"] == 3 and jobs["selected_merge"] == 1, jobs  # 2 points + average
-    assert jobs["generate_samples"] == jobs["score_samples"] == 2, jobs  # the test batch, val1
-    r = snakemake()
-    assert r.returncode == 0, r.stderr[-4000:]
+    from evals.registry import get_suite
 
-    points = ["task_arithmetic.scale=0.2", "task_arithmetic.scale=0.6"]
-    results = repo / "results/smoke"
-    selection = json.loads((results / "sweeps/task_arithmetic.json").read_text())
-    assert [p["id"] for p in selection["points"]] == points
-    assert selection["selected"] in points and selection["rule"] == "average"
-    chosen = results / "models" / selection["selected"]
-    row = results / "models/task_arithmetic"
-    assert (row / "merge.json").read_text() == (chosen / "merge.json").read_text()
-    assert (row / "model.safetensors").read_bytes() == (chosen / "model.safetensors").read_bytes()
-
-    # points: validation score files only, each on the validation items; no test score for a point
-    def texts(suite_name):  # per benchmark, the longest text field of every item
-        suite = get_suite(suite_name)
-        out = {}
-        for b in suite.benchmarks:
-            bench = suite.benchmark(b)
-            items = load_items(bench, suite.fixture_file(bench), "fixture", None)[0]
-            out[b] = [
-                max((v for v in i.fields.values() if isinstance(v, str)), key=len) for i in items
-            ]
-        return out
-
-    val, dev, test = get_suite("smoke_dev"), texts("smoke_dev"), texts("smoke")
-    for p in points:
-        assert not (results / "scores" / p).exists() and not (results / "samples" / p).exists()
-        files = sorted((results / "validation/scores" / p).glob("*.json"))
-        assert [f.stem for f in files] == sorted(val.benchmarks)
-        for f in files:
-            gen = val.benchmark(f.stem).generation_name
-            rows = [
-                json.loads(x)
-                for x in gzip.open(results / "validation/samples" / p / f"{gen}.jsonl.gz", "rt")
-            ]
-            assert len(rows) == len(dev[f.stem])
-            for row in rows:
-                assert any(t in row["prompt"] for t in dev[f.stem]), row["prompt"]
-                assert not any(t in row["prompt"] for t in test[f.stem]), row["prompt"]
-    md = (results / "table1.md").read_text()
-    assert "## Sweeps: parameters selected on validation" in md
-    assert f"| task_arithmetic | scale = {selection['values']['scale']} |" in md
-    assert (results / "sweeps/task_arithmetic.png").stat().st_size > 1000
-    report = json.loads((results / "table1.json").read_text())
-    assert report["sweeps"]["task_arithmetic"]["selected"] == selection["selected"]
-    r = snakemake("-n")
-    assert "Nothing to be done" in r.stdout, r.stdout[-2000:]
+    suite, dev, held = get_suite(val), suite_texts(val), suite_texts(test)
+    for merge in sweeps:
+        selection = json.loads((results / f"sweeps/{merge}.json").read_text())
+        assert selection["selected"] in [p["id"] for p in selection["points"]]
+        chosen, row = results / "models" / selection["selected"], results / "models" / merge
+        assert (row / "merge.json").read_text() == (chosen / "merge.json").read_text()
+        assert (row / "model.safetensors").read_bytes() == (
+            chosen / "model.safetensors"
+        ).read_bytes()
+        assert (results / "scores" / merge).is_dir()
+        for p in selection["points"]:
+            point = p["id"]
+            assert not (results / "scores" / point).exists(), point
+            assert not (results / "samples" / point).exists(), point
+            files = sorted((results / "validation/scores" / point).glob("*.json"))
+            assert [f.stem for f in files] == sorted(suite.benchmarks), point
+            for f in files:
+                gen = suite.benchmark(f.stem).generation_name
+                path = results / "validation/samples" / point / f"{gen}.jsonl.gz"
+                rows = [json.loads(x) for x in gzip.open(path, "rt")]
+                assert len(rows) == len(dev[f.stem]), (point, f.stem)
+                for r in rows:
+                    assert any(t in r["prompt"] for t in dev[f.stem]), r["prompt"]
+                    assert not any(t in r["prompt"] for t in held[f.stem]), r["prompt"]

@@ -7,7 +7,7 @@ localrules:
 
 rule collect_fingerprints:
     input:
-        [PLAN.fingerprint_file(m) for m in PLAN.merges],
+        [PLAN.fingerprint_file(m) for m in [*PLAN.merges, *PLAN.point_ids]],
     output:
         PLAN.fingerprints_file(),
     log:
