@@ -216,10 +216,15 @@ class Plan:
 
     @cached_property
     def val_batches(self) -> dict[str, list[str]]:
-        """{job id: the sweep points it generates and scores on the validation suite}."""
-        ids = [p.id for pts in self.points.values() for p in pts]
+        """{job id: the sweep points it generates and scores on the validation suite}: each swept
+        merge's points in batches of their own, so a change to one merge reruns its own
+        validation batches and selection only, never another sweep's."""
         per = self.eval["models_per_job"]
-        chunks = [ids[i : i + per] for i in range(0, len(ids), per)]
+        chunks = [
+            ids[i : i + per]
+            for ids in ([p.id for p in pts] for pts in self.points.values())
+            for i in range(0, len(ids), per)
+        ]
         return {f"val{i}": c for i, c in enumerate(chunks, start=1)}
 
     def val_samples_dir(self, point: str) -> str:

@@ -124,6 +124,18 @@ def plan(monkeypatch):
     return Plan(smoke())
 
 
+def test_a_validation_batch_holds_one_sweeps_points(monkeypatch):
+    """A change to one swept merge reruns its own validation batches and selection only."""
+    from pipeline.plan import Plan
+
+    monkeypatch.chdir(ROOT)
+    plan = Plan(smoke(models_per_job=2))
+    ta = [f"task_arithmetic.scale={v}" for v in (0.2, 0.4, 0.6)]
+    ties = ["ties.density=0.2", "ties.density=0.5"]
+    assert plan.val_batches == {"val1": ta[:2], "val2": ta[2:], "val3": ties}
+    assert plan.sweep_batches("ties") == ["val3"]
+
+
 def test_points_are_merge_jobs_scored_on_validation_and_rows_are_selected(plan):
     ta = [f"task_arithmetic.scale={v}" for v in (0.2, 0.4, 0.6)]
     ties = ["ties.density=0.2", "ties.density=0.5"]
