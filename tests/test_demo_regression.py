@@ -128,7 +128,8 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert "task_arithmetic: MOVED" in r.stdout + r.stderr
     check = json.loads((repo / "results/demo/fingerprints/task_arithmetic.json").read_text())
     assert check["comparison"]["status"] == "moved"
-    assert min(check["comparison"]["moved"].values()) > 1.0  # a sign flip: about 2
+    # a sign flip, and with it another selected scale: every tensor far beyond the tolerance
+    assert min(check["comparison"]["moved"].values()) > 10 * check["comparison"]["tolerance"]
     gen = next(
         p
         for p in (repo / "results/demo/batches/generate").glob("*.json")
@@ -164,7 +165,7 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     moved_rows = {row for row, _, _ in record["moved"]}
     assert moved_rows == {"task_arithmetic", "task_arithmetic@paper"}, record["moved"]
     md = (repo / "results/demo/table1.md").read_text()
-    for line in md.splitlines():
+    for line in md.split("## Sweeps")[0].splitlines():  # the score tables
         if line.startswith("| "):
             assert ("**moved" in line) == line.startswith(
                 ("| task_arithmetic |", "| task_arithmetic@paper |")
