@@ -130,21 +130,17 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert check["comparison"]["status"] == "moved"
     # a sign flip, and with it another selected scale: every tensor far beyond the tolerance
     assert min(check["comparison"]["moved"].values()) > 10 * check["comparison"]["tolerance"]
-    gen = next(
+    gen = next(  # the test batch that holds the row (val* batches hold the points)
         p
-        for p in (repo / "results/demo/batches/generate").glob("*.json")
-        if "task_arithmetic" in p.read_text()
+        for p in (repo / "results/demo/batches/generate").glob("batch*.json")
+        if '/task_arithmetic"' in p.read_text()
     )
     fp_file = repo / "results/demo/fingerprints/task_arithmetic.json"
     assert fp_file.stat().st_mtime < gen.stat().st_mtime
 
     # inside that job only task_arithmetic's rows were generated again; its neighbours' samples
     # were reused (their request keys did not change)
-    (manifest,) = [
-        json.loads(p.read_text())
-        for p in (repo / "results/demo/batches/generate").glob("*.json")
-        if "task_arithmetic" in p.read_text()
-    ]
+    manifest = json.loads(gen.read_text())
     regenerated = {Path(t["output"]).name for t in manifest["targets"] if t["generated"]}
     assert regenerated == {"task_arithmetic", "task_arithmetic@paper"}, manifest
     assert len(manifest["targets"]) > 2
