@@ -1,6 +1,7 @@
 """Benchmark items from a local file in the upstream format, the project's fixtures, or the hub.
 
-Item ids: AIME the 0-based position in the data; HumanEval the `task_id`; IFEval the `key`.
+Item ids: AIME the 0-based position in the data; HumanEval and MBPP+ the `task_id`; IFEval the
+`key`.
 HumanEval data may be the EvalPlus HumanEval+ release (base_input/plus_input) or the original
 HumanEval (a `test` function); for the latter the base inputs are recorded by running its
 `check(candidate)` on the canonical solution in the sandbox (`evals.sandbox`), and there are no
@@ -10,6 +11,7 @@ plus tests.
 from __future__ import annotations
 
 import json
+import random
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +94,55 @@ def humaneval_items(rows: list[dict], path) -> list[Item]:
     return items
 
 
+def mbpp_items(rows: list[dict], path) -> list[Item]:
+    """EvalPlus's MBPP+ release rows: the inputs that JSON cannot hold (tuples, sets, complex
+    numbers) restored with EvalPlus's own deserializer, as its `get_mbpp_plus` does."""
+    from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+    items = []
+    for i, row in enumerate(rows):
+        _need(path, i, row, ["task_id", "prompt", "entry_point", "canonical_solution", "base_input",
+                             "plus_input", "atol"])  # fmt: skip
+        tid = row["task_id"]
+        row = dict(
+            row,
+            base_input=mbpp_deserialize_inputs(tid, row["base_input"]),
+            plus_input=mbpp_deserialize_inputs(tid, row["plus_input"]),
+            evalplus_dataset="mbpp",
+        )
+        items.append(Item(tid, {"prompt": row["prompt"]}, row))
+    return items
+
+
 def ifeval_items(rows: list[dict], path) -> list[Item]:
+    """IFEval rows; `kwargs` may be a JSON string (IFEval-style datasets such as
+    argilla/ifeval-like-data store it so), and None-valued arguments are dropped."""
     items = []
     for i, row in enumerate(rows):
         _need(path, i, row, ["key", "prompt", "instruction_id_list", "kwargs"])
+        kwargs = row["kwargs"]
+        if isinstance(kwargs, str):
+            try:
+                kwargs = json.loads(kwargs)
+            except ValueError:
+                raise EvalInputError(f"{path}: item {i}: kwargs is not JSON") from None
+        if len(kwargs) != len(row["instruction_id_list"]):
+            raise EvalInputError(
+                f"{path}: item {i}: {len(kwargs)} kwargs for "
+                f"{len(row['instruction_id_list'])} instructions; expected one per instruction"
+            )
+        kwargs = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs]
+        row = {k: row[k] for k in ("key", "prompt", "instruction_id_list")} | {"kwargs": kwargs}
         items.append(Item(int(row["key"]), {"prompt": row["prompt"]}, row))
     return items
 
 
-PARSERS = {"aime": aime_items, "humaneval": humaneval_items, "ifeval": ifeval_items}
+PARSERS = {
+    "aime": aime_items,
+    "humaneval": humaneval_items,
+    "mbpp": mbpp_items,
+    "ifeval": ifeval_items,
+}
 
 
 def _hub_rows(bench: Benchmark, revision: str | None = None) -> tuple[list[dict], str]:
@@ -113,15 +155,34 @@ def _hub_rows(bench: Benchmark, revision: str | None = None) -> tuple[list[dict]
 
         path = _ready_human_eval_plus_path(version=src["evalplus_release"])
         return read_jsonl(Path(path)), f"evalplus {src['evalplus_release']}"
+    if "evalplus_mbpp_release" in src:
+        from evalplus.data.mbpp import _ready_mbpp_plus_path
+
+        path = _ready_mbpp_plus_path(version=src["evalplus_mbpp_release"])
+        return read_jsonl(Path(path)), f"evalplus mbpp {src['evalplus_mbpp_release']}"
     import datasets
 
     repo = src["hf_dataset"]
     commit = resolve_commit(repo, revision or src.get("revision") or "main", "dataset")
-    ds = datasets.load_dataset(repo, revision=commit, split=src.get("split", "train"))
-    rows = [dict(r) for r in ds]
-    for key, value in (src.get("filter") or {}).items():
-        rows = [r for r in rows if str(r.get(key)) == str(value)]
+    ds = datasets.load_dataset(
+        repo, src.get("config"), revision=commit, split=src.get("split", "train")
+    )
+    rows = select_rows([dict(r) for r in ds], src)
     return rows, f"{repo}@{commit}"
+
+
+def select_rows(rows: list[dict], src: dict) -> list[dict]:
+    """The rows a hub source names: `filter` keeps rows whose column equals a value or is one of a
+    list of values (compared as text: `year: [2021, 2022]`); `sample: {n, seed}` then keeps a seeded
+    random subset of n rows, in their order in the data (the same rows on every machine)."""
+    for key, value in (src.get("filter") or {}).items():
+        wanted = {str(v) for v in value} if isinstance(value, list) else {str(value)}
+        rows = [r for r in rows if str(r.get(key)) in wanted]
+    sample = src.get("sample")
+    if sample and sample["n"] < len(rows):
+        keep = sorted(random.Random(sample.get("seed", 0)).sample(range(len(rows)), sample["n"]))
+        rows = [rows[i] for i in keep]
+    return rows
 
 
 def load_items(

@@ -22,6 +22,7 @@ from mergeeval.yamlio import load_yaml
 
 ROOT = Path(__file__).parent
 FIXTURES = ROOT / "fixtures"
+CODE_FORMATS = ("humaneval", "mbpp")  # scored by running programs (in the sandbox)
 
 
 class Sampling(pydantic.BaseModel):
@@ -39,14 +40,47 @@ class Prompt(pydantic.BaseModel):
     assistant_prefix: str = ""
 
 
+class Source(pydantic.BaseModel):
+    """Where a benchmark's items come from: a hub dataset (at a revision, a split, optionally a
+    config; rows kept by a `filter` of column values and a seeded `sample`) or an EvalPlus release."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    hf_dataset: str | None = None
+    revision: str | None = None
+    config: str | None = None
+    split: str | None = None
+    filter: dict[str, str | int | list[str | int]] | None = None
+    sample: dict[Literal["n", "seed"], int] | None = None
+    evalplus_release: str | None = None
+    evalplus_mbpp_release: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("hf_dataset", "evalplus_release", "evalplus_mbpp_release")
+                 if getattr(self, k)]  # fmt: skip
+        if len(kinds) != 1:
+            raise ValueError(f"name exactly one of hf_dataset, evalplus_release, "
+                             f"evalplus_mbpp_release (got {kinds or 'none'})")  # fmt: skip
+        if self.sample is not None and self.sample.get("n", 0) < 1:
+            raise ValueError("sample needs n >= 1 (and optionally a seed)")
+        return self
+
+
 class Benchmark(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     name: str
     description: str
-    format: Literal["aime", "humaneval", "ifeval"]
+    format: Literal["aime", "humaneval", "mbpp", "ifeval"]
     domain: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")
     source: dict
     fixture: str
+
+    @pydantic.field_validator("source")
+    @classmethod
+    def _source(cls, v: dict) -> dict:
+        Source.model_validate(v)  # checked, kept as the dict the loaders and the plan read
+        return v
+
     prompt: Prompt
     sampling: Sampling
     scorer: Literal["aime", "evalplus_base", "evalplus_plus", "ifeval"]

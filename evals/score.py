@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evals import sandbox
 from evals.data import load_items
 from evals.errors import EvalInputError
-from evals.registry import get_benchmark
+from evals.registry import CODE_FORMATS, get_benchmark
 from evals.samples import meta_path, read_meta, read_samples
 from evals.scorers import get_scorer
 from mergeeval.outputs import guard_output, write_text_atomic
@@ -89,7 +89,7 @@ def score_file(
 ) -> dict:
     """Score `samples`; the data is `data`, else the source recorded by `generate`, else the hub."""
     bench = get_benchmark(benchmark)
-    if bench.format == "humaneval":
+    if bench.format in CODE_FORMATS:
         if allow_unsandboxed:
             sandbox.allow_unsandboxed()
         sandbox.require()
@@ -136,7 +136,7 @@ def score_file(
         "versions": versions(*SCORING_PACKAGES),
         "items": per_item,
     }
-    if bench.format == "humaneval":
+    if bench.format in CODE_FORMATS:
         result["sandbox"] = sandbox.mode()
         result["allow_unsandboxed"] = allow_unsandboxed
     write_text_atomic(Path(output), json.dumps(result, indent=1, default=str) + "\n")
@@ -167,7 +167,7 @@ def score_batch(request: Path, manifest: Path) -> dict:
         raise EvalInputError(f"score request {request}: {e}") from e
     if req.allow_unsandboxed:
         sandbox.allow_unsandboxed()
-    if any(get_benchmark(e.benchmark).format == "humaneval" for e in req.scores):
+    if any(get_benchmark(e.benchmark).format in CODE_FORMATS for e in req.scores):
         sandbox.require()  # before anything is scored
     done = {}
     for e in sorted(req.scores, key=lambda e: get_benchmark(e.benchmark).scorer != "evalplus_plus"):

@@ -142,15 +142,21 @@ def check(config: dict) -> None:
         suite = get_suite(config["eval"]["suite"])
     except InputError as e:
         raise ConfigError("eval.suite", str(e)) from None
-    _check_sweeps(config, suite)
+    val = _check_sweeps(config, suite)
+    hub = {
+        x: s.name
+        for s in (suite, val)
+        if s is not None and s.data == "hf"
+        for x in s.benchmarks
+        if "hf_dataset" in s.benchmark(x).source
+    }
     for b in config["eval"]["revisions"]:
-        src = suite.benchmark(b).source if b in suite.benchmarks else {}
-        if suite.data != "hf" or "hf_dataset" not in src:
-            hub = [x for x in suite.benchmarks if "hf_dataset" in suite.benchmark(x).source]
+        if b not in hub:
+            names = ", ".join(sorted({*hub.values()}) or [suite.name])
             raise ConfigError(
                 f"eval.revisions.{b}",
-                f"suite {suite.name!r} reads no hub dataset for {b!r}; "
-                f"benchmarks with one: {', '.join(hub) if suite.data == 'hf' else 'none'}",
+                f"the run's suites ({names}) read no hub dataset for {b!r}; "
+                f"benchmarks with one: {', '.join(hub) or 'none'}",
             )
     domains = {_domain(models, e) for e in experts}
     for b in suite.benchmarks:
@@ -279,11 +285,12 @@ def load(config: dict) -> dict:
     return config
 
 
-def _check_sweeps(config: dict, suite) -> None:
-    """Sweeps need a validation suite other than the test suite; `select` names its benchmark."""
+def _check_sweeps(config: dict, suite):
+    """Sweeps need a validation suite other than the test suite; `select` names its benchmark.
+    Returns the validation suite (None without sweeps)."""
     sweeps = config.get("sweeps") or {}
     if not sweeps:
-        return
+        return None
     name = config["eval"].get("validation_suite") or suite.validation
     if not name:
         raise ConfigError("sweeps", f"suite {suite.name!r} names no validation suite; set "
@@ -300,3 +307,4 @@ def _check_sweeps(config: dict, suite) -> None:
         if rule != "average" and rule not in val.benchmarks:
             raise ConfigError(f"sweeps.{mid}.select", f"{rule!r} is neither 'average' nor a "
                               f"benchmark of {name!r}: {', '.join(val.benchmarks)}")  # fmt: skip
+    return val

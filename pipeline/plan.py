@@ -66,7 +66,7 @@ class Plan:
         """Resolve every hub input's branch or tag to a commit through the run's lock file
         (pipeline.revisions); from then on every path and request of the plan names the commit.
         A paper run warns for each input its config does not pin."""
-        items = hub_inputs(self.config, self.suite)
+        items = hub_inputs(self.config, self.suite, self.validation_suite if self.points else None)
         if self.run == "table1":
             for it in unpinned(items):
                 print(f"warning: {it.key}: {it.repo}@{it.revision} is not pinned in the config; "
@@ -426,7 +426,7 @@ class Plan:
         }
         if batch in self.val_batches:  # sweep points: the validation suite only
             suite = self.validation_suite
-            return {
+            return self.locked_data(suite) | {
                 "suite": suite.name,
                 **common,
                 "targets": [
@@ -439,7 +439,7 @@ class Plan:
                     for p in self.val_batches[batch]
                 ],
             }
-        locked = {"data_revisions": dict(self.data_revisions)} if self.data_revisions else {}
+        locked = self.locked_data(self.suite)
         if self.eval["evalplus_data"]:
             gens = {self.suite.benchmark(b).generation_name for b in self.evalplus_benchmarks()}
             locked["data"] = {g: self.evalplus_file() for g in sorted(gens)}
@@ -456,6 +456,13 @@ class Plan:
                 for m in self.batches[batch]
             ],
         }
+
+    def locked_data(self, suite: Suite) -> dict:
+        """The locked dataset commits of a suite's benchmarks, as a request's `data_revisions`
+        (a suite's requests name only its own, so a sweep added later leaves test requests as
+        they were)."""
+        revs = {b: c for b, c in self.data_revisions.items() if b in suite.benchmarks}
+        return {"data_revisions": revs} if revs else {}
 
     def score_request(self, batch: str) -> dict:
         """The `python -m evals score --request` file of one job."""

@@ -45,8 +45,9 @@ class HubInput:
     revision: str
 
 
-def hub_inputs(config: dict, suite) -> list[HubInput]:
-    """Every hub input of a validated run config and its suite, in a stable order."""
+def hub_inputs(config: dict, suite, validation=None) -> list[HubInput]:
+    """Every hub input of a validated run config, its suite and (when it sweeps) its validation
+    suite, in a stable order."""
     out = []
     if config["models"]["source"] == "hub":
         m = config["models"]
@@ -56,11 +57,15 @@ def hub_inputs(config: dict, suite) -> list[HubInput]:
     for name, p in sorted(config["stats"].get("prompts", {}).items()):
         if "hf_dataset" in p:
             out.append(HubInput(f"stats.prompts.{name}", "dataset", p["hf_dataset"], p["revision"]))
-    if suite.data == "hf":
-        chosen = config["eval"].get("revisions", {})
-        for b in suite.benchmarks:
-            src = suite.benchmark(b).source
-            if "hf_dataset" in src:
+    chosen = config["eval"].get("revisions", {})
+    seen = set()
+    for s in (suite, validation):
+        if s is None or s.data != "hf":
+            continue
+        for b in s.benchmarks:
+            src = s.benchmark(b).source
+            if "hf_dataset" in src and b not in seen:
+                seen.add(b)
                 rev = chosen.get(b) or src.get("revision") or "main"
                 out.append(HubInput(f"benchmarks.{b}", "dataset", src["hf_dataset"], rev))
     return out

@@ -46,6 +46,7 @@ MODELS = {
 }
 DOLCI = {d: f"allenai/Dolci-RL-Zero-{d}-7B" for d in ("Math", "Code", "IF")}
 IFEVAL, AIME = "google/IFEval", "allenai/aime-2021-2025"
+IFEVAL_LIKE = "argilla/ifeval-like-data"  # table1_dev's instruction-following set
 SHARDS = 2
 COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 LFS_SUFFIXES = (".safetensors", ".parquet")
@@ -209,9 +210,35 @@ def aime_rows() -> list[dict]:
             "url": f"https://artofproblemsolving.com/wiki/index.php/{year}_AIME_I_Problems/Problem_{i + 1}",
             "year": year,
         }
-        for year in (2023, 2024, 2025)
+        for year in (2021, 2022, 2023, 2024, 2025)
         for i in range(3)
     ]
+
+
+def ifeval_like_rows(n: int = 5) -> list[dict]:
+    """argilla/ifeval-like-data's `filtered` columns: IFEval's, kwargs as a JSON string (null where
+    unused), the reference response and lm-eval's verdicts on it."""
+    kw = {"num_highlights": None, "relation": None, "num_words": None, "keywords": None}
+    return [
+        {
+            "key": 70000 + i,
+            "prompt": f"Describe place {i} in lowercase letters only.",
+            "response": f"place {i} is quiet.",
+            "instruction_id_list": ["change_case:english_lowercase"],
+            "kwargs": json.dumps([kw]),
+            "prompt_level_strict_acc": True,
+            "inst_level_strict_acc": [True],
+            "prompt_level_loose_acc": True,
+            "inst_level_loose_acc": [True],
+        }
+        for i in range(n)
+    ]
+
+
+TWO_CONFIG_CARD = (
+    "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+    "- config_name: filtered\n  data_files:\n  - split: train\n    path: filtered/train-*\n"
+)
 
 
 def dolci_rows(domain: str, n: int = 12) -> list[dict]:
@@ -295,6 +322,14 @@ def build_mirror(root: Path) -> Mirror:
     for domain, repo_id in DOLCI.items():
         files = {"data/train-00000-of-00001.parquet": parquet(dolci_rows(domain))}
         mirror.commits[repo_id] = build_dataset(mirror.root, repo_id, files, PARQUET_CARD)
+    unfiltered = [{"instruction": r["prompt"], "response": r["response"],
+                   "instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}
+                  for r in ifeval_like_rows(8)]  # fmt: skip
+    files = {
+        "data/train-00000-of-00001.parquet": parquet(unfiltered),
+        "filtered/train-00000-of-00001.parquet": parquet(ifeval_like_rows()),
+    }
+    mirror.commits[IFEVAL_LIKE] = build_dataset(mirror.root, IFEVAL_LIKE, files, TWO_CONFIG_CARD)
     return mirror
 
 

@@ -23,7 +23,17 @@ import pytest
 import torch
 
 from merges.io import Checkpoint
-from tests.hubmirror import AIME, DEMO_MODELS, DOLCI, IFEVAL, aime_rows, git, hub_env, parquet
+from tests.hubmirror import (
+    AIME,
+    DEMO_MODELS,
+    DOLCI,
+    IFEVAL,
+    IFEVAL_LIKE,
+    aime_rows,
+    git,
+    hub_env,
+    parquet,
+)
 from tests.hubmirror import commit as git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +151,31 @@ def test_hub_benchmarks_record_repo_at_commit(hub, env, tmp_path):
     r = run(env, "load_items", first, code=code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["6", f"{IFEVAL}@{first}"]
+
+
+def test_the_table1_dev_sets_load_from_the_hub_at_their_commits(hub, env):
+    """table1_dev's hub sets in their real layouts: AIME 2021-2023 (the year list) from the AIME
+    dataset, and the `filtered` config of argilla/ifeval-like-data (a second config beside the
+    default one, kwargs as JSON strings), each origin `repo@commit`."""
+    code = (
+        "import json; from evals.registry import get_benchmark; from evals.data import load_items\n"
+        "out = {}\n"
+        "for b in ('aime_dev', 'ifeval_like'):\n"
+        "    items, origin = load_items(get_benchmark(b))\n"
+        "    out[b] = [origin, [it.fields for it in items], [it.reference for it in items]]\n"
+        "print(json.dumps(out))"
+    )
+    r = run(env, "load_items", code=code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    origin, fields, _ = out["aime_dev"]
+    assert origin == f"{AIME}@{hub.mirror.main(AIME)}"
+    want = [{"problem": x["problem"]} for x in aime_rows() if x["year"] in (2021, 2022, 2023)]
+    assert fields == want and len(want) == 9
+    origin, fields, refs = out["ifeval_like"]
+    assert origin == f"{IFEVAL_LIKE}@{hub.mirror.main(IFEVAL_LIKE)}"
+    assert [r["key"] for r in refs] == [70000 + i for i in range(5)]  # the filtered config's rows
+    assert all(r["kwargs"] == [{}] for r in refs)
 
 
 def test_scoring_reads_the_commit_the_samples_were_generated_at(hub, env, tmp_path):

@@ -1,4 +1,4 @@
-"""HumanEval / HumanEval+ with EvalPlus's own checker, inside the project's sandbox.
+"""HumanEval / HumanEval+ / MBPP+ with EvalPlus's own checker, inside the project's sandbox.
 
 Expected outputs come from EvalPlus running the canonical solutions (cached by EvalPlus, keyed by a
 hash of the problems). Every candidate runs in its own sandbox (`evals.sandbox`), where a small
@@ -6,7 +6,9 @@ runner makes the calls `evalplus.evaluate.check_correctness` makes (`untrusted_c
 then the plus tests, with EvalPlus's time and memory limits), so statuses are EvalPlus's own. A
 candidate whose sandbox dies (it kills the runner, runs past the time bound, ...) fails alone, with
 the sandbox's status in `base_status` and the reason in `errors`. HumanEval = base tests;
-HumanEval+ = base and plus tests. A program is checked once per process against the same tests:
+HumanEval+ and MBPP+ = base and plus tests; an MBPP+ item (`evalplus_dataset: mbpp` in its
+reference, set by `evals.data.mbpp_items`) runs with EvalPlus's MBPP oracles (`dataset="mbpp"`,
+the tasks whose output need only be non-None). A program is checked once per process against the same tests:
 identical programs in one file, in other files of a batch (`evals.score.score_batch`), and a
 HumanEval check after a HumanEval+ one whose run ended normally (its base status is the same).
 
@@ -63,7 +65,7 @@ problem, expected = job["problem"], job["expected"]
 status = {}
 for part in job["parts"]:
     status[part] = untrusted_check(
-        "humaneval", job["program"], problem[part + "_input"], problem["entry_point"],
+        job["dataset"], job["program"], problem[part + "_input"], problem["entry_point"],
         expected=expected[part], atol=problem["atol"], ref_time=expected[part + "_time"],
         fast_check=True,
     )[0]
@@ -76,7 +78,8 @@ def _check(key, problem, expected, plus) -> dict:
     """EvalPlus statuses {"base": ..., "plus": ...} of one program, or the sandbox's failure
     {"base": status, "plus": status, "error": reason}; find_zero routed around EvalPlus's defect."""
     tid, program = key
-    if problem["entry_point"] == "find_zero":
+    dataset = problem.get("evalplus_dataset", "humaneval")
+    if dataset == "humaneval" and problem["entry_point"] == "find_zero":
         atol = problem["atol"] or 1e-6
         problem = dict(
             problem,
@@ -92,7 +95,8 @@ def _check(key, problem, expected, plus) -> dict:
         )
         program = program + FIND_ZERO_CHECK
     parts = ["base", "plus"] if plus else ["base"]
-    job = {"program": program, "problem": problem, "expected": expected, "parts": parts}
+    job = {"program": program, "problem": problem, "expected": expected, "parts": parts,
+           "dataset": dataset}  # fmt: skip
     bound = 5 + sum(min(PER_CHECK_BOUND, _time_bound(expected[f"{p}_time"])) for p in parts)
     out = sandbox.run_python(RUNNER, pickle.dumps(job), timeout=bound, memory=_memory())
     if out.status == "ok":
@@ -107,7 +111,7 @@ _CHECKED: dict[tuple, dict] = {}  # (parts, digest of their tests, program) -> s
 def _tests_digest(problem: dict, expected: dict, parts: tuple) -> str:
     """What a check's outcome depends on besides the program: entry point, tolerance, and per part
     the inputs, expected outputs and reference times."""
-    tests = [problem["entry_point"], problem["atol"]]
+    tests = [problem.get("evalplus_dataset", "humaneval"), problem["entry_point"], problem["atol"]]
     tests += [(problem[f"{p}_input"], expected[p], expected[f"{p}_time"]) for p in parts]
     return hashlib.sha256(pickle.dumps(tests)).hexdigest()
 
@@ -151,6 +155,7 @@ def _problems(items: dict) -> dict:
 
 def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]]:
     from evalplus.eval import PASS
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
     from evalplus.evaluate import get_groundtruth
 
     if plus:
@@ -164,7 +169,9 @@ def _run(items: dict, samples: list[dict], plus: bool) -> tuple[dict, list[dict]
     digest = hashlib.sha256(json.dumps(problems, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
-    expected = get_groundtruth(problems, f"mergeeval-{digest}", [])
+    mbpp = any(p.get("evalplus_dataset") == "mbpp" for p in problems.values())
+    not_none = MBPP_OUTPUT_NOT_NONE_TASKS if mbpp else []
+    expected = get_groundtruth(problems, f"mergeeval-{digest}", not_none)
     jobs = {}
     for row in samples:
         p = problems[row["id"]]
