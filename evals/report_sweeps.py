@@ -51,6 +51,23 @@ def plot(record: dict, test_average: float | None, path: Path) -> None:
     plt.close(fig)
 
 
+def grid_edges(record: dict) -> dict[str, str]:
+    """{parameter: "lowest" | "highest"} for each numeric swept parameter of three or more values
+    whose selected value is at the end of its grid: the best value may lie beyond it."""
+    edges = {}
+    for key, chosen in record["values"].items():
+        xs = {p["values"][key] for p in record["points"]}
+        if len(xs) < 3 or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in xs
+        ):
+            continue
+        if chosen == max(xs):
+            edges[key] = "highest"
+        elif chosen == min(xs):
+            edges[key] = "lowest"
+    return edges
+
+
 def sweep_report(selections: dict[str, Path], table: dict, out_dir: Path) -> tuple[list[str], dict]:
     """(markdown lines, JSON record) of the sweeps; draws `out_dir/ID.png` for each."""
     if not selections:
@@ -66,7 +83,7 @@ def sweep_report(selections: dict[str, Path], table: dict, out_dir: Path) -> tup
         "| merge | selected parameters | validation | points | plot |",
         "|---|---|---|---|---|",
     ]
-    record = {}
+    record, notes = {}, []
     for mid, path in selections.items():
         rec = json.loads(Path(path).read_text())
         test = table.get(mid, {}).get("average")
@@ -78,5 +95,11 @@ def sweep_report(selections: dict[str, Path], table: dict, out_dir: Path) -> tup
             f"| {mid} | {chosen} | {rec['rule']} {best:.1f} on `{rec['validation_suite']}` | "
             f"{len(rec['points'])} | `{png}` |"
         )
-        record[mid] = rec | {"test_average": test, "plot": str(png)}
+        edges = grid_edges(rec)
+        notes += [f"- {mid}: {k} = {rec['values'][k]} is the {e} value of its grid; the best "
+                  f"{k} may lie beyond it (widen the grid in `sweeps.{mid}`)."
+                  for k, e in edges.items()]  # fmt: skip
+        record[mid] = rec | {"test_average": test, "plot": str(png), "grid_edges": edges}
+    if notes:
+        lines += ["", "Selected at the edge of a grid:", "", *notes]
     return lines, record

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from evals.registry import get_suite
 from evals.report import cell_value
+from evals.report_sweeps import grid_edges
 from mergeeval.errors import InputError
 from mergeeval.outputs import atomic_dir, write_text_atomic
 
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomic(Path(args.output), json.dumps(record, indent=2) + "\n")
             print(f"{record['merge']}: selected {record['selected']} "
                   f"(validation {record['rule']} {max(p['value'] for p in record['points']):.1f})")  # fmt: skip
+            for key, edge in grid_edges(record).items():
+                print(f"warning: {record['merge']}: {key} = {record['values'][key]} is the {edge} "
+                      "value of its grid; the best may lie beyond it", file=sys.stderr)  # fmt: skip
         else:
             copy_selected(
                 Path(args.selection), sweep, Path(args.output), Path(args.fingerprint_out)

@@ -310,3 +310,39 @@ def assert_points_met_validation_only(results: Path, sweeps: dict, val: str, tes
                 for r in rows:  # the item a prompt holds: the longest item text in it
                     item = max((t for t in dev[f.stem] + held[f.stem] if t in r["prompt"]), key=len)
                     assert item in dev[f.stem] and item not in held[f.stem], r["prompt"]
+
+
+def _selection(tmp_path, mid, grid: list[dict], chosen: int) -> Path:
+    points = [{"id": f"{mid}.{i}", "values": v, "scores": {}, "value": float(10 + i)}
+              for i, v in enumerate(grid)]  # fmt: skip
+    rec = {"merge": mid, "validation_suite": "dev", "rule": "average",
+           "selected": points[chosen]["id"], "values": grid[chosen], "points": points}  # fmt: skip
+    path = tmp_path / f"{mid}.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def test_the_report_says_when_a_selected_value_is_at_the_edge_of_its_grid(tmp_path):
+    from evals.report_sweeps import sweep_report
+
+    scales = [{"scale": x} for x in (0.2, 0.6, 1.0)]
+    two = [{"scale": x, "variant": v} for x in (0.1, 0.5, 0.9) for v in ("a", "b")]
+    selections = {
+        "high": _selection(tmp_path, "high", scales, 2),
+        "middle": _selection(tmp_path, "middle", scales, 1),
+        "low": _selection(tmp_path, "low", two, 1),  # scale 0.1 (lowest), a label
+        "short": _selection(tmp_path, "short", scales[:2], 1),  # two values: no edge to speak of
+    }
+    lines, record = sweep_report(selections, {"high": {"average": 50.0}}, tmp_path / "plots")
+    assert record["high"]["grid_edges"] == {"scale": "highest"}
+    assert record["middle"]["grid_edges"] == {} and record["short"]["grid_edges"] == {}
+    assert record["low"]["grid_edges"] == {"scale": "lowest"}
+    notes = [x for x in lines if "is the" in x and "value of its grid" in x]
+    assert len(notes) == 2
+    assert (
+        notes[0].startswith("- high: scale = 1.0 is the highest value")
+        and "sweeps.high" in notes[0]
+    )
+    assert notes[1].startswith("- low: scale = 0.1 is the lowest value")
+    assert all((tmp_path / "plots" / f"{m}.png").is_file() for m in selections)
+    assert record["high"]["test_average"] == 50.0
