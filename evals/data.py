@@ -11,6 +11,7 @@ plus tests.
 from __future__ import annotations
 
 import json
+import os
 import random
 import textwrap
 from dataclasses import dataclass, field
@@ -145,6 +146,16 @@ PARSERS = {
 }
 
 
+def _release_origin(name: str, version: str, path) -> str:
+    """An EvalPlus release's origin: its version, or the file EvalPlus's NAME_OVERRIDE_PATH
+    switch read instead (a copy for a machine without GitHub access)."""
+    override = os.environ.get(f"{name}_OVERRIDE_PATH")
+    kind = "" if name == "HUMANEVAL" else "mbpp "
+    if override:
+        return f"evalplus {kind}{version} from {Path(override).resolve()} ({name}_OVERRIDE_PATH)"
+    return f"evalplus {kind}{version}"
+
+
 def _hub_rows(bench: Benchmark, revision: str | None = None) -> tuple[list[dict], str]:
     """Rows from the default source (network) and their origin: a HF dataset at the commit its
     revision (or `revision`: the run's locked commit) names (`repo@commit`), or the EvalPlus
@@ -154,12 +165,12 @@ def _hub_rows(bench: Benchmark, revision: str | None = None) -> tuple[list[dict]
         from evalplus.data.humaneval import _ready_human_eval_plus_path
 
         path = _ready_human_eval_plus_path(version=src["evalplus_release"])
-        return read_jsonl(Path(path)), f"evalplus {src['evalplus_release']}"
+        return read_jsonl(Path(path)), _release_origin("HUMANEVAL", src["evalplus_release"], path)
     if "evalplus_mbpp_release" in src:
         from evalplus.data.mbpp import _ready_mbpp_plus_path
 
         path = _ready_mbpp_plus_path(version=src["evalplus_mbpp_release"])
-        return read_jsonl(Path(path)), f"evalplus mbpp {src['evalplus_mbpp_release']}"
+        return read_jsonl(Path(path)), _release_origin("MBPP", src["evalplus_mbpp_release"], path)
     import datasets
 
     repo = src["hf_dataset"]

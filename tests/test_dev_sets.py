@@ -166,3 +166,27 @@ def test_a_table1_sweep_locks_and_requests_the_dev_datasets_only(tmp_path, monke
     for batch in plan.batches:
         assert plan.generate_request(batch) == plain.generate_request(batch)
         assert set(plan.generate_request(batch)["data_revisions"]) == {"aime24", "aime25", "ifeval"}
+
+
+def test_mbppplus_from_a_copy_of_the_release_says_so(tmp_path):
+    """Without GitHub: EvalPlus's MBPP_OVERRIDE_PATH names a copy of the release; the items come
+    from it and their origin names the file."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "MbppPlus-v0.2.0.jsonl.gz"
+    copy.write_bytes(gzip.compress((root / "evals/fixtures/mbppplus.jsonl").read_bytes()))
+    code = ("from evals.registry import get_benchmark; from evals.data import load_items\n"
+            "items, origin = load_items(get_benchmark('mbppplus')); print(len(items)); print(origin)")  # fmt: skip
+    env = {**os.environ, "MBPP_OVERRIDE_PATH": str(copy), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == [
+        "4",
+        f"evalplus mbpp v0.2.0 from {copy.resolve()} (MBPP_OVERRIDE_PATH)",
+    ]
