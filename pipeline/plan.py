@@ -359,7 +359,7 @@ class Plan(SweepPlan):
         if batch in self.val_batches:  # sweep points: the validation suite only
             suite = self.validation_suite
             return self.locked_data(suite) | {
-                "suite": suite.name,
+                "suite": self.validation_suite_arg,
                 **common,
                 "targets": [
                     {

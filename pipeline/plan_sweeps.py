@@ -21,8 +21,13 @@ class SweepPlan:
     @cached_property
     def validation_suite(self) -> Suite | None:
         """The suite sweep points are scored on (eval.validation_suite, else the suite's own)."""
-        name = self.eval.get("validation_suite") or self.suite.validation
+        name = self.validation_suite_arg
         return get_suite(name) if name else None
+
+    @property
+    def validation_suite_arg(self) -> str | None:
+        """How jobs name the validation suite: a suite name, or a user's suite file path."""
+        return self.eval.get("validation_suite") or self.suite.validation
 
     @cached_property
     def val_batches(self) -> dict[str, list[str]]:
@@ -54,7 +59,7 @@ class SweepPlan:
         suite = self.validation_suite
         return {
             "merge": merge_id,
-            "suite": suite.name,
+            "suite": self.validation_suite_arg,
             "rule": self.config["sweeps"][merge_id].get("select", "average"),
             "points": [
                 {

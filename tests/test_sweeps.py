@@ -346,3 +346,22 @@ def test_the_report_says_when_a_selected_value_is_at_the_edge_of_its_grid(tmp_pa
     assert notes[1].startswith("- low: scale = 0.1 is the lowest value")
     assert all((tmp_path / "plots" / f"{m}.png").is_file() for m in selections)
     assert record["high"]["test_average"] == 50.0
+
+
+def test_a_validation_suite_file_reaches_the_jobs_by_its_path(monkeypatch, tmp_path):
+    """eval.validation_suite as a user's suite file: the validation requests and the selection's
+    sweep record name the file (a job must be able to load it), and the selection reads it."""
+    from evals.registry import get_suite
+    from pipeline.plan import Plan
+
+    monkeypatch.chdir(ROOT)
+    dev = yaml.safe_load((ROOT / "evals/suites/demo_dev.yaml").read_text()) | {"name": "my_dev"}
+    path = tmp_path / "my_dev.yaml"
+    path.write_text(yaml.safe_dump(dev))
+    c = yaml.safe_load((ROOT / "config/demo.yaml").read_text()) | {"sweeps": SWEEPS}
+    c["eval"]["validation_suite"] = str(path)
+    plan = Plan(c)
+    assert plan.validation_suite.name == "my_dev"
+    assert {plan.generate_request(b)["suite"] for b in plan.val_batches} == {str(path)}
+    record = plan.sweep_record(next(iter(SWEEPS)))
+    assert record["suite"] == str(path) and get_suite(record["suite"]).name == "my_dev"
