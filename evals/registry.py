@@ -74,18 +74,17 @@ class Benchmark(pydantic.BaseModel):
     domain: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$")
     source: dict
     fixture: str
+    prompt: Prompt
+    sampling: Sampling
+    scorer: Literal["aime", "evalplus_base", "evalplus_plus", "ifeval"]
+    samples_from: str | None = None
+    headline: str = "pass@1"
 
     @pydantic.field_validator("source")
     @classmethod
     def _source(cls, v: dict) -> dict:
         Source.model_validate(v)  # checked, kept as the dict the loaders and the plan read
         return v
-
-    prompt: Prompt
-    sampling: Sampling
-    scorer: Literal["aime", "evalplus_base", "evalplus_plus", "ifeval"]
-    samples_from: str | None = None
-    headline: str = "pass@1"
 
     @property
     def generation_name(self) -> str:

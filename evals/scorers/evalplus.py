@@ -7,9 +7,9 @@ then the plus tests, with EvalPlus's time and memory limits), so statuses are Ev
 candidate whose sandbox dies (it kills the runner, runs past the time bound, ...) fails alone, with
 the sandbox's status in `base_status` and the reason in `errors`. HumanEval = base tests;
 HumanEval+ and MBPP+ = base and plus tests; an MBPP+ item (`evalplus_dataset: mbpp` in its
-reference, set by `evals.data.mbpp_items`) runs with EvalPlus's MBPP oracles (`dataset="mbpp"`,
-the tasks whose output need only be non-None). A program is checked once per process against the same tests:
-identical programs in one file, in other files of a batch (`evals.score.score_batch`), and a
+reference, set by `evals.data.mbpp_items`) runs with EvalPlus's MBPP oracles (`dataset="mbpp"`, the
+tasks whose output need only be non-None). A program is checked once per process against the same
+tests: identical programs in one file, in other files of a batch (`evals.score.score_batch`), and a
 HumanEval check after a HumanEval+ one whose run ended normally (its base status is the same).
 
 EvalPlus 0.3.1's special oracle for `find_zero` (HumanEval/32) `continue`s before recording the
