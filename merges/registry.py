@@ -69,6 +69,28 @@ class TensorTask:
 MergeFn = Callable[[TensorTask, Params], torch.Tensor]
 
 
+@dataclass
+class FactoredTask:
+    """One tensor's merge problem when every expert's task vector is low rank: Δ_t = B_t A_t.
+
+    factors: per expert (B_t [m, r_t], A_t [r_t, n]) in factor_dtype on the compute device, the
+             LoRA scale already absorbed into B_t (a PEFT adapter's s·B·A, or any other factoring).
+    shape:   (m, n), the tensor's shape.
+    factor_dtype, info: as in TensorTask.
+    """
+
+    name: str
+    factors: list[tuple[torch.Tensor, torch.Tensor]]
+    shape: tuple[int, int]
+    factor_dtype: torch.dtype = torch.float64
+    info: dict = field(default_factory=dict)
+
+
+# fn(task, params) -> dense merged Δ* [m, n], or None where these parameters have no exact
+# factored form (the engine then takes the dense path).
+FactoredFn = Callable[[FactoredTask, Params], torch.Tensor | None]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -80,6 +102,11 @@ class Method:
     elementwise: bool = False  # True: each entry merges alone, so the engine may pass chunks
     needs_base: bool = False  # True: the method reads W_0 itself (TensorTask.base)
     n_experts: tuple[int, int | None] = (1, None)  # how many experts it merges (min, max)
+
+    @property
+    def factored(self) -> FactoredFn | None:
+        """The method's exact low-rank path (`register_factored`), if it has one."""
+        return _FACTORED.get(self.name)
 
     def per_expert_keys(self) -> list[str]:
         return [
@@ -175,6 +202,7 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_FACTORED: dict[str, FactoredFn] = {}
 
 
 def register(
@@ -204,6 +232,19 @@ def register(
             needs_base,
             n_experts,
         )
+        return fn
+
+    return deco
+
+
+def register_factored(name: str):
+    """Decorator: register `fn(FactoredTask, params) -> merged Δ* | None` as the exact factored
+    path of method `name` (same parameters, same result as the dense path up to rounding)."""
+
+    def deco(fn: FactoredFn) -> FactoredFn:
+        if name in _FACTORED:
+            raise RuntimeError(f"factored path of {name!r} registered twice")
+        _FACTORED[name] = fn
         return fn
 
     return deco
