@@ -233,3 +233,54 @@ def spd_solve_right(
             raise FloatingPointError(
                 f"matrix is not positive definite even with a relative ridge of {max_ridge:g}"
             )
+
+
+def factor_span(
+    factors: list[tuple[torch.Tensor, torch.Tensor]], ones: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Δ_t = B_t A_t = L (b_t a_t) Pᵀ, with L, P orthonormal bases of [B_1 … B_T] and [A_1ᵀ … A_Tᵀ].
+
+    Returns L [m, q], P [n, p] (reduced QR; a column of ones appended to both stacks if `ones`)
+    and per expert (b_t = LᵀB_t [q, r_t], a_t = A_t P [r_t, p]), all in float64.
+    """
+    bs = [b.to(torch.float64) for b, _ in factors]
+    ats = [a.to(torch.float64).T for _, a in factors]
+    if ones:
+        bs.append(torch.ones_like(bs[0][:, :1]))
+        ats.append(torch.ones_like(ats[0][:, :1]))
+    left, rb = torch.linalg.qr(torch.cat(bs, 1))
+    right, ra = torch.linalg.qr(torch.cat(ats, 1))
+    cores, j = [], 0
+    for b, _ in factors:
+        r = b.shape[1]
+        cores.append((rb[:, j : j + r], ra[:, j : j + r].T))
+        j += r
+    return left, right, cores
+
+
+def product_svd(
+    b: torch.Tensor, a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B A = U diag(s) Vᵀ (B [q, r], A [r, p]; s descending, k = min(q, r, p) triplets) from the QRs
+    of B and Aᵀ and the SVD of their small product."""
+    qb, rb = torch.linalg.qr(b)
+    qa, ra = torch.linalg.qr(a.T)
+    u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
+    return qb @ u, s, qa @ vh.T
+
+
+def expand(
+    left: torch.Tensor,
+    core: torch.Tensor,
+    right: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+    block_elements: int = 1 << 22,
+) -> torch.Tensor:
+    """L C Pᵀ as a dense [m, n] tensor of `dtype`, formed in row blocks in L's dtype (no m×n temporary)."""
+    lc = left @ core
+    m, n = lc.shape[0], right.shape[0]
+    out = torch.empty(m, n, dtype=dtype, device=lc.device)
+    step = max(1, block_elements // max(n, 1))
+    for i in range(0, m, step):
+        out[i : i + step] = lc[i : i + step] @ right.T
+    return out

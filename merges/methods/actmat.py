@@ -3,8 +3,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from merges.linalg import psd_pinv_right, xtx, xxt
-from merges.registry import Params, TensorTask, register
+from merges.linalg import expand, factor_span, psd_pinv_right, xtx, xxt
+from merges.registry import FactoredTask, Params, TensorTask, register, register_factored
 
 
 class ActMatParams(Params):
@@ -44,3 +44,26 @@ def actmat(task: TensorTask, p: ActMatParams):
     merged, rank = psd_pinv_right(num, den, p.rtol)
     task.info["rank_kept"] = rank
     return merged.to(task.deltas.dtype)
+
+
+@register_factored("actmat")
+def actmat_factored(task: FactoredTask, p: ActMatParams):
+    """Δ* = L (Σ_t K_t K_tᵀ K_t) M⁺ Pᵀ with M = Σ_t K_tᵀ K_t, Δ_t = L K_t Pᵀ (merges.linalg.factor_span).
+
+    `actmat` (fp64_eigh) for low-rank experts: range(Σ_t C_t) ⊆ span{A_tᵀ} = range(P), so the
+    nonzero eigenvalues of Σ_t C_t are those of M, cut at rtol·λ_max alike (spec §2.10). None for
+    fp32_pinv, and for rtol ≤ n·ε_fp64, where the dense eigh keeps rounding noise.
+    """
+    n = task.shape[1]
+    if p.solver != "fp64_eigh" or p.rtol <= n * torch.finfo(torch.float64).eps:
+        return None
+    left, right, cores = factor_span(task.factors)
+    num, den = None, None
+    for b, a in cores:
+        k = b @ a
+        c = k.T @ k
+        num = k @ c if num is None else num.add_(k @ c)
+        den = c if den is None else den.add_(c)
+    core, rank = psd_pinv_right(num, den, p.rtol)
+    task.info["rank_kept"] = rank
+    return expand(left, core, right)
