@@ -4,8 +4,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from merges.linalg import top_svd, xtx, xxt
-from merges.registry import Params, TensorTask, register
+from merges.linalg import expand, factor_span, numerical_rank, top_svd, xtx, xxt
+from merges.registry import FactoredTask, Params, TensorTask, register, register_factored
 
 
 class AceParams(Params):
@@ -98,3 +98,59 @@ def ace(task: TensorTask, p: AceParams):
         merged = core + s.mean() * (u @ v.T)
     task.info.update(gamma=gamma, flag=flag, mean_eig=[tr / n for tr in traces])
     return (p.scale * merged).to(task.deltas.dtype)
+
+
+@register_factored("ace")
+def ace_factored(task: FactoredTask, p: AceParams):
+    """Δ* = L (B̃ Ã⁻¹ [+ refinement]) Pᵀ: `ace` with Δ_t = L K_t Pᵀ, L, P spanning the factors and 1.
+
+    Centring keeps X_t = L (K_t − 1̃μ̃_t) Pᵀ in the span (1 = L 1̃ = P 1̂), so Σ̂_t, B and the prior
+    live in P's coordinates and A = ε_Σ(I − PPᵀ) + P Ã Pᵀ gives B A⁻¹ = L B̃ Ã⁻¹ Pᵀ. None where
+    the dense result is not determined by the span: total ridge ε_Σ = Σ_t ε_t at or below the
+    rounding floor of A (singular A), or a flagged refinement whose top k exceeds the rank of F.
+    """
+    fd = torch.float64
+    m, n = task.shape
+    t_count = len(task.factors)
+    left, right, cores = factor_span(task.factors, ones=True)
+    ones_l = left.sum(0)  # Lᵀ1_m
+    ones_r = right.sum(0)  # Pᵀ1_n
+    ks = [b @ a for b, a in cores]
+    tau = torch.stack([k.pow(2).sum() for k in ks])
+    gamma, flag = heterogeneity(tau)
+    sum_sig, sum_eps, xsig, eps_x, mu_sig, traces = 0, 0.0, 0, 0, 0, []
+    for k in ks:
+        mu = (ones_l @ k / m)[None]  # the mean row μ_tᵀ, in P's coordinates
+        x = k - ones_l[:, None] @ mu
+        raw = x.T @ x
+        tr = torch.trace(raw)
+        c = tr + 1e-12
+        traces.append(float(tr))
+        sig = raw / c if flag else raw
+        e = p.eps / c if flag else torch.tensor(p.eps, dtype=fd)
+        if p.eps_mode == "relative":
+            e = p.eps * torch.trace(sig) / n
+        xsig = xsig + x @ sig
+        eps_x = eps_x + e * x
+        if flag:
+            mu_sig = mu_sig + mu @ sig
+        sum_sig = sum_sig + sig
+        sum_eps = sum_eps + e
+    c_agg = (ones_r @ sum_sig / n)[None]
+    if flag:
+        c_agg = c_agg / (tau.mean() + 1e-12)
+    a_reg = sum_sig + sum_eps * torch.eye(len(ones_r), dtype=fd)
+    a = a_reg + ones_r[:, None] @ c_agg
+    if not sum_eps > n * torch.finfo(fd).eps * torch.linalg.matrix_norm(a):
+        return None
+    core = torch.linalg.solve(a.T, (xsig + eps_x).T).T
+    merged = core
+    if flag:
+        resid = xsig + ones_l[:, None] @ mu_sig - sum(ks) @ (a_reg / t_count)
+        u, s, vh = torch.linalg.svd(resid + core, full_matrices=False)
+        k = max(1, math.floor(p.k_frac * min(m, n)))
+        if k > numerical_rank(s, (m, n), torch.finfo(torch.float32).eps):
+            return None
+        merged = core + s[:k].mean() * (u[:, :k] @ vh[:k])
+    task.info.update(gamma=gamma, flag=flag, mean_eig=[tr / n for tr in traces])
+    return expand(left, p.scale * merged, right)

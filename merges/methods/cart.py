@@ -1,8 +1,8 @@
 import torch
 from pydantic import Field
 
-from merges.linalg import top_svd
-from merges.registry import Params, TensorTask, register
+from merges.linalg import expand, factor_span, top_svd
+from merges.registry import FactoredTask, Params, TensorTask, register, register_factored
 
 
 class CartParams(Params):
@@ -29,3 +29,23 @@ def cart(task: TensorTask, p: CartParams):
         low_rank += (u * s) @ v.T
     task.info["rank"] = k
     return mean + p.scale * low_rank.to(torch.float32)
+
+
+@register_factored("cart")
+def cart_factored(task: FactoredTask, p: CartParams):
+    """Δ* = L (K̄ + λ Σ_t SVD_k(K_t − K̄)) Pᵀ, Δ_t = L K_t Pᵀ (merges.linalg.factor_span).
+
+    `cart` for low-rank experts: Δ_t − Δ̄ = L (K_t − K̄) Pᵀ has the singular values of its (Tr)²
+    core, so the same k (from the full m, n) truncates both alike.
+    """
+    m, n = task.shape
+    k = max(1, int(p.rank_fraction * min(m, n)))
+    left, right, cores = factor_span(task.factors)
+    ks = [b @ a for b, a in cores]
+    mean = sum(ks) / len(ks)
+    merged = mean.clone()
+    for x in ks:
+        u, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        merged += p.scale * ((u[:, :k] * s[:k]) @ vh[:k])
+    task.info["rank"] = k
+    return expand(left, merged, right)
