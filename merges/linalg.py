@@ -274,7 +274,7 @@ def expand(
     core: torch.Tensor,
     right: torch.Tensor,
     dtype: torch.dtype = torch.float32,
-    block_elements: int = 1 << 22,
+    block_elements: int = 1 << 23,
 ) -> torch.Tensor:
     """L C Pᵀ as a dense [m, n] tensor of `dtype`, formed in row blocks in L's dtype (no m×n temporary)."""
     lc = left @ core
