@@ -127,7 +127,7 @@ def ace_factored(task: FactoredTask, p: AceParams):
         c = tr + 1e-12
         traces.append(float(tr))
         sig = raw / c if flag else raw
-        e = p.eps / c if flag else torch.tensor(p.eps, dtype=fd)
+        e = p.eps / c if flag else torch.tensor(p.eps, dtype=fd, device=x.device)
         if p.eps_mode == "relative":
             e = p.eps * torch.trace(sig) / n
         xsig = xsig + x @ sig
@@ -139,7 +139,7 @@ def ace_factored(task: FactoredTask, p: AceParams):
     c_agg = (ones_r @ sum_sig / n)[None]
     if flag:
         c_agg = c_agg / (tau.mean() + 1e-12)
-    a_reg = sum_sig + sum_eps * torch.eye(len(ones_r), dtype=fd)
+    a_reg = sum_sig + sum_eps * torch.eye(len(ones_r), dtype=fd, device=left.device)
     a = a_reg + ones_r[:, None] @ c_agg
     if not sum_eps > n * torch.finfo(fd).eps * torch.linalg.matrix_norm(a):
         return None
