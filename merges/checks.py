@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mergeeval.outputs import guard_output
 from merges import provenance
+from merges.adapter import Adapter, is_adapter
 from merges.errors import MergeInputError
 from merges.grams import GramStore
 from merges.io import Checkpoint
@@ -30,11 +31,20 @@ TOKENIZER_FILES = (
 
 def check_compatible(
     base_dir: Path, expert_dirs: list[Path]
-) -> tuple[Checkpoint, list[Checkpoint]]:
-    """Open the checkpoints and require every expert to have exactly the base's names and shapes."""
+) -> tuple[Checkpoint, list[Checkpoint | Adapter]]:
+    """Open the base and the experts (checkpoints, or PEFT LoRA adapters of the base) and require
+    every checkpoint expert to have exactly the base's names and shapes (an adapter checks its own
+    modules against the base)."""
+    if is_adapter(base_dir):
+        raise MergeInputError(
+            f"base {base_dir} is a PEFT adapter; pass the full model it adapts as the base "
+            "and the adapter as an expert"
+        )
     base = Checkpoint(base_dir)
-    experts = [Checkpoint(e) for e in expert_dirs]
+    experts = [Adapter(e, base) if is_adapter(e) else Checkpoint(e) for e in expert_dirs]
     for path, ck in zip(expert_dirs, experts, strict=True):
+        if ck.is_delta:
+            continue
         for name in base.names():
             if name not in ck.tensors:
                 raise MergeInputError(
@@ -65,7 +75,7 @@ def check_inputs(spec: MergeSpec):
     if not spec.experts:
         raise MergeInputError("no experts given; pass --expert DIR at least once")
     method.check_expert_count(len(spec.experts))
-    tok_src = Path(spec.tokenizer_from or spec.experts[0])
+    tok_src = tokenizer_source(spec)
     guard_output(
         spec.output,
         [("base", spec.base)]
@@ -98,6 +108,19 @@ def check_inputs(spec: MergeSpec):
     elif spec.stats:
         raise MergeInputError(f"method {method.name!r} takes no statistics; drop --stats")
     return method, params, base, experts, grams, tok_src
+
+
+def tokenizer_source(spec: MergeSpec) -> Path:
+    """`tokenizer_from`, else the first expert; an adapter without tokenizer files uses its
+    base's tokenizer, so then the base."""
+    if spec.tokenizer_from:
+        return Path(spec.tokenizer_from)
+    first = Path(spec.experts[0])
+    if is_adapter(first) and not any(
+        (first / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")
+    ):
+        return Path(spec.base)
+    return first
 
 
 def _check_duplicates(spec: MergeSpec) -> None:

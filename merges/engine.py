@@ -50,15 +50,25 @@ def _roles(base, method, rest_policy) -> dict[str, str]:
     }
 
 
-def _jobs(order: list[str], base, roles: dict[str, str], method) -> list[Job]:
-    """Row blocks where the merge is row-separable, the whole tensor otherwise."""
+def _jobs(order: list[str], base, experts, roles: dict[str, str], method) -> list[Job]:
+    """Row blocks where the merge is row-separable, the whole tensor otherwise; the experts'
+    low-rank factors instead of dense task vectors where every expert is an adapter holding
+    factors for the tensor and the method has an exact factored path."""
     jobs = []
     for name in order:
         role = roles[name]
         separable = role in ("mean_delta", "base") or (role == "method" and method.elementwise)
         blocks = row_blocks(base.shape(name), BLOCK_ELEMENTS) if separable else [None]
+        factored = (
+            not separable
+            and role == "method"
+            and method.factored is not None
+            and all(e.is_delta and e.low_rank(name) for e in experts)
+        )
         for i, rows in enumerate(blocks):
-            jobs.append(Job(name, rows, i == len(blocks) - 1, role not in ("base", COPIED)))
+            jobs.append(
+                Job(name, rows, i == len(blocks) - 1, role not in ("base", COPIED), factored)
+            )
     return jobs
 
 
@@ -112,7 +122,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    merger = UnitMerger(spec, method, params, grams, device)
+    merger = UnitMerger(spec, method, params, grams, device, [e.is_delta for e in experts])
     roles = _roles(base, method, spec.rest_policy)
     plan = [
         (n, merger.out_dtype if roles[n] != COPIED else base.tensors[n].dtype, base.shape(n))
@@ -120,7 +130,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     ]
     with atomic_dir(Path(spec.output)) as tmp:
         writer = ShardedWriter(tmp, plan, spec.max_shard_bytes)
-        jobs = _jobs(writer.order, base, roles, method)
+        jobs = _jobs(writer.order, base, experts, roles, method)
         diagnostics, timings = {}, {}
         reader = ReadAhead(jobs, base, experts, READ_AHEAD_BYTES)
         write_behind = ThreadPoolExecutor(1, thread_name_prefix="merge-write")  # one unit in flight
@@ -170,6 +180,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             diagnostics,
             time.perf_counter() - t_start,
             generation_config=gen_src,
+            adapters=[e.describe() if e.is_delta else None for e in experts],
         )
         (tmp / provenance.MERGE_JSON).write_text(json.dumps(record, indent=2) + "\n")
     log.info("wrote %s (%s, %.1f s)", spec.output, method.name, record["timings"]["total_s"])

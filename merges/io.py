@@ -155,6 +155,8 @@ def read_tensor(
 class TensorStore:
     """Named tensors spread over several safetensors files, read one at a time."""
 
+    is_delta = False  # what `read` returns: weights (an adapter's reader returns task vectors)
+
     def __init__(self, files: Iterable[Path]):
         self.tensors: dict[str, TensorInfo] = {}
         for path in files:
@@ -169,6 +171,12 @@ class TensorStore:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
+
+    def nbytes(self, name: str, rows: tuple[int, int] | None = None) -> int:
+        """Bytes of `read(name, rows)`."""
+        info = self.tensors[name]
+        size = info.end - info.start
+        return size if rows is None else size * (rows[1] - rows[0]) // info.shape[0]
 
     def read(
         self, name: str, rows: tuple[int, int] | None = None, into: torch.Tensor | None = None

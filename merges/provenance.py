@@ -33,9 +33,12 @@ def merge_record(
     diagnostics,
     total_s,
     generation_config: Path | None = None,
+    adapters: list[dict | None] | None = None,
 ) -> dict:
     """merge.json. Each `stats` entry is that folder's stats.json (its `recipe` included) plus its
-    path; `generation_config` names the choice and the file copied (null: none was)."""
+    path; `generation_config` names the choice and the file copied (null: none was); an expert
+    that is a PEFT adapter carries `adapter` (type, ranks, scales, modules it touches)."""
+    adapters = adapters or [None] * len(spec.experts)
     rounding = [d["bf16_lost_frac"] for d in diagnostics.values() if d.get("role") == "method"]
     return {
         "method": method.name,
@@ -43,7 +46,10 @@ def merge_record(
         "method_source_sha256": method.source_hash(),
         "code": code_record(method.fn.__module__),
         "base": model_identity(spec.base),
-        "experts": [model_identity(e) for e in spec.experts],
+        "experts": [
+            model_identity(e) | ({"adapter": a} if a else {})
+            for e, a in zip(spec.experts, adapters, strict=True)
+        ],
         "expert_names": expert_names(spec),
         "stats": [
             g.meta | {"path": str(Path(s).resolve())}

@@ -25,6 +25,7 @@ class Job:
     rows: tuple[int, int] | None  # None: the whole tensor
     last: bool  # the tensor's last unit
     with_experts: bool
+    factored: bool = False  # the experts' low-rank factors instead of their dense task vectors
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Unit:
     experts: list[torch.Tensor]
     nbytes: int
     buffers: list[torch.Tensor]
+    factors: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per expert (B_t, A_t)
 
 
 class BufferPool:
@@ -84,19 +86,13 @@ class ReadAhead:
         self._thread.start()
 
     def _sizes(self, job: Job, stores: list[TensorStore]) -> list[int]:
-        out = []
-        for st in stores:
-            info = st.tensors[job.name]
-            size = info.end - info.start
-            if job.rows is not None:
-                size = size * (job.rows[1] - job.rows[0]) // info.shape[0]
-            out.append(size)
-        return out
+        return [st.nbytes(job.name, job.rows) for st in stores]
 
     def _read(self) -> None:
         try:
             for job in self.jobs:
-                stores = [self.base, *(self.experts if job.with_experts else [])]
+                dense = job.with_experts and not job.factored
+                stores = [self.base, *(self.experts if dense else [])]
                 sizes = self._sizes(job, stores)
                 n = sum(sizes)
                 with self._cv:
@@ -112,7 +108,8 @@ class ReadAhead:
                 base, *experts = [
                     st.read(job.name, job.rows, b) for st, b in zip(stores, bufs, strict=True)
                 ]
-                self._queue.put(Unit(job, base, experts, n, bufs))
+                factors = [st.factors(job.name) for st in self.experts] if job.factored else None
+                self._queue.put(Unit(job, base, experts, n, bufs, factors))
         except BaseException as e:  # handed to the merging thread
             self._queue.put(e)
             return

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from merges.errors import MergeInputError
-from merges.registry import TensorTask
+from merges.registry import FactoredTask, TensorTask
 from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES
 from merges.stream import BufferPool
 
@@ -80,8 +80,10 @@ def _sq(x: torch.Tensor) -> float:
 class UnitMerger:
     """Turns a `stream.Unit` into its output tensor (CPU, output dtype), updating a TensorDiag."""
 
-    def __init__(self, spec, method, params, grams, device: torch.device):
+    def __init__(self, spec, method, params, grams, device: torch.device, is_delta=None):
         self.spec, self.method, self.params, self.grams = spec, method, params, grams
+        # per expert: its reader returns task vectors (an adapter), not weights
+        self.is_delta = list(is_delta) if is_delta is not None else [False] * len(spec.experts)
         self.device = device
         self.out_dtype = OUTPUT_DTYPES[spec.dtype]
         self.factor_dtype = FACTOR_DTYPES[spec.factor_dtype]
@@ -112,22 +114,30 @@ class UnitMerger:
         out = buf[: n * size].view(self.out_dtype)
         whole_method = diag.role == "method" and not self.method.elementwise
         if whole_method:
-            deltas = torch.empty((len(experts), base.numel()), device=self.device)
-            with _one_thread():
-                for s, e in self._chunks(base.numel()):
-                    w0 = base[s:e].to(self.device, torch.float32)
-                    raw = [x[s:e] for x in experts]
-                    self._deltas(unit.job.name, w0, raw, deltas[:, s:e], diag)
-            del experts, raw
+            merged = self._factored(unit, diag) if unit.factors is not None else None
+            if merged is None:
+                deltas = torch.empty((len(self.is_delta), base.numel()), device=self.device)
+                if unit.factors is not None:  # the factored path declined these parameters
+                    self._dense_from_factors(unit, deltas, diag)
+                else:
+                    with _one_thread():
+                        for s, e in self._chunks(base.numel()):
+                            w0 = base[s:e].to(self.device, torch.float32)
+                            raw = [x[s:e] for x in experts]
+                            self._deltas(unit.job.name, w0, raw, deltas[:, s:e], diag)
+                        del raw
+            del experts
             w0_raw = base
             release(unit, keep_base=True)  # the experts' buffers go back now
-            w0_full = (
-                base.to(self.device, torch.float32).view(unit.base.shape)
-                if self.method.needs_base
-                else None
-            )
-            merged = self._method(unit.job.name, deltas.view(-1, *unit.base.shape), diag, w0_full)
-            del deltas, w0_full
+            if merged is None:
+                w0_full = (
+                    base.to(self.device, torch.float32).view(unit.base.shape)
+                    if self.method.needs_base
+                    else None
+                )
+                shaped = deltas.view(-1, *unit.base.shape)
+                merged = self._method(unit.job.name, shaped, diag, w0_full)
+                del deltas, w0_full
             with _one_thread():
                 for s, e in self._chunks(base.numel()):
                     w0 = w0_raw[s:e].to(self.device, torch.float32)
@@ -137,6 +147,29 @@ class UnitMerger:
                 self._chunked(unit, base, experts, out, diag)
             release(unit)
         return out.view(unit.base.shape), buf
+
+    def _factored(self, unit, diag: TensorDiag) -> torch.Tensor | None:
+        """Δ* from the experts' factors (B_t, A_t) by the method's exact low-rank path, or None
+        where it declines these parameters. ‖B_t A_t‖²_F = Σ (B_tᵀB_t) ∘ (A_t A_tᵀ)."""
+        factors = [
+            (b.to(self.device, self.factor_dtype), a.to(self.device, self.factor_dtype))
+            for b, a in unit.factors
+        ]
+        task = FactoredTask(unit.job.name, factors, tuple(unit.base.shape), self.factor_dtype)
+        merged = self.method.factored(task, self.params)
+        if merged is None:
+            return None
+        for t, (b, a) in enumerate(unit.factors):
+            diag.expert_sq[t] += float(((b.T @ b) * (a @ a.T)).sum())
+        diag.info.update(task.info)
+        diag.info["factored"] = True
+        return merged.to(torch.float32).reshape(-1)
+
+    def _dense_from_factors(self, unit, deltas: torch.Tensor, diag: TensorDiag) -> None:
+        """deltas[t] = B_t A_t (float64 product rounded once to float32), as the adapter reads it."""
+        for t, (b, a) in enumerate(unit.factors):
+            deltas[t].copy_((b @ a).reshape(-1))
+            diag.expert_sq[t] += _sq(deltas[t])
 
     def _chunked(self, unit, base, experts, out, diag: TensorDiag) -> None:
         """The element-wise path: every step of one chunk before the next, chunks shared out
@@ -188,7 +221,10 @@ class UnitMerger:
     def _deltas(self, name, w0, raw_experts, out, diag) -> None:
         """out[t] = W_t − W_0 for one chunk; a non-finite norm names the input that caused it."""
         for t, raw in enumerate(raw_experts):
-            torch.sub(raw.to(self.device), w0, out=out[t])
+            if self.is_delta[t]:
+                out[t].copy_(raw)
+            else:
+                torch.sub(raw.to(self.device), w0, out=out[t])
             sq = _sq(out[t])
             if not math.isfinite(sq):
                 self._finite(w0, name)
