@@ -9,12 +9,13 @@ from pathlib import Path
 from mergeeval.outputs import guard_output
 from merges import provenance
 from merges.adapter import Adapter, is_adapter
+from merges.adapter_out import check_settings, default_rank
 from merges.errors import MergeInputError
 from merges.grams import GramStore
 from merges.io import Checkpoint
 from merges.policy import REST_POLICIES, tensor_role
 from merges.registry import get_method
-from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES, MergeSpec, expert_names
+from merges.spec import FACTOR_DTYPES, OUTPUT_DTYPES, OUTPUT_FORMATS, MergeSpec, expert_names
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -62,13 +63,15 @@ def check_compatible(
 
 
 def check_inputs(spec: MergeSpec):
-    """Validate everything before any output exists; return (method, params, base, experts, grams, tok_src)."""
+    """Validate everything before any output exists; return (method, params, base, experts, grams,
+    tok_src, adapter rank: the rank an adapter output keeps, None for energy or a model output)."""
     method = get_method(spec.method)
     params = method.parse_params(spec.params, expert_names(spec))
     for key, value, valid in (
         ("dtype", spec.dtype, OUTPUT_DTYPES),
         ("factor dtype", spec.factor_dtype, FACTOR_DTYPES),
         ("rest policy", spec.rest_policy, REST_POLICIES),
+        ("output format", spec.output_format, OUTPUT_FORMATS),
     ):
         if value not in valid:
             raise MergeInputError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
@@ -107,7 +110,28 @@ def check_inputs(spec: MergeSpec):
             g.check(wanted)
     elif spec.stats:
         raise MergeInputError(f"method {method.name!r} takes no statistics; drop --stats")
-    return method, params, base, experts, grams, tok_src
+    return method, params, base, experts, grams, tok_src, _adapter_rank(spec, experts)
+
+
+def _adapter_rank(spec: MergeSpec, experts) -> int | None:
+    """The rank an adapter output keeps: as given, else Σ of the adapter experts' ranks."""
+    if spec.output_format != "adapter":
+        if spec.adapter_rank is not None or spec.adapter_energy is not None:
+            raise MergeInputError(
+                "an adapter rank or energy applies only to an adapter output; add "
+                "--output-format adapter (output_format: adapter) or drop it"
+            )
+        return None
+    check_settings(spec.adapter_rank, spec.adapter_energy)
+    if spec.adapter_energy is not None:
+        return None
+    rank = spec.adapter_rank or default_rank(experts)
+    if rank is None:
+        raise MergeInputError(
+            "an adapter output of full-model experts needs --adapter-rank R or --adapter-energy E "
+            "(the default, the sum of the experts' LoRA ranks, needs every expert to be an adapter)"
+        )
+    return rank
 
 
 def tokenizer_source(spec: MergeSpec) -> Path:

@@ -22,6 +22,7 @@ from merges.spec import (
     FACTOR_DTYPES,
     GENERATION_CONFIG_SOURCES,
     OUTPUT_DTYPES,
+    OUTPUT_FORMATS,
     MergeSpec,
     load_spec_file,
     spec_from_fields,
@@ -57,6 +58,9 @@ RUN_DEFAULTS = {
     "allow_duplicate_experts": False,
     "recipe": None,
     "expert_name": None,
+    "output_format": "model",
+    "adapter_rank": None,
+    "adapter_energy": None,
 }
 
 
@@ -302,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML or JSON file with the merge's fields (method, base, experts, output, params, "
         "stats, device, dtype, tokenizer_from, rest_policy, factor_dtype, generation_config_from, "
-        "force, allow_duplicate_experts, recipe, expert_names); relative paths are relative to "
+        "force, allow_duplicate_experts, recipe, expert_names, output_format, adapter_rank, "
+        "adapter_energy); relative paths are relative to "
         "the current directory; replaces every flag below except --quiet",
     )
     r.add_argument(
@@ -373,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="accept the same expert folder twice (it then counts twice)",
+    )
+    r.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        help="model (default): a full model folder; adapter: a PEFT LoRA adapter of the base, "
+        "each merged block weight factored by a truncated SVD",
+    )
+    r.add_argument(
+        "--adapter-rank",
+        type=positive_int,
+        metavar="R",
+        help="adapter output: the rank kept per module (default: the sum of the adapter "
+        "experts' ranks, exact for linear merges of LoRA experts)",
+    )
+    r.add_argument(
+        "--adapter-energy",
+        type=float,
+        metavar="E",
+        help="adapter output: instead of a rank, keep per module the fewest singular directions "
+        "holding the share E in (0, 1] of ‖Δ*‖²_F",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from mergeeval.outputs import atomic_dir
 from merges import provenance
+from merges.adapter_out import AdapterWriter
 from merges.checks import check_compatible, check_inputs, read_config, tokenizer_files
 from merges.device import resolve_device
 from merges.errors import MergeInputError
@@ -108,6 +109,22 @@ def _check_generation_config_from(spec: MergeSpec) -> None:
         )
 
 
+def _adapter_writer(spec, tmp, plan, base, roles, merger, rank) -> AdapterWriter:
+    """The adapter output: block weights factored, every other tensor with a Δ* kept if non-zero."""
+    writer = AdapterWriter(
+        tmp,
+        plan,
+        modules={n for n, r in roles.items() if r == "method" and len(base.shape(n)) == 2},
+        tracked={n for n, r in roles.items() if r not in ("base", COPIED)},
+        out_dtype=merger.out_dtype,
+        base_name=str(Path(spec.base).resolve()),
+        rank=rank,
+        energy=spec.adapter_energy,
+    )
+    merger.sink = writer
+    return writer
+
+
 def _write(writer: ShardedWriter, name: str, out: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
     writer.write(name, out)
     return buf
@@ -117,7 +134,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
     """Merge `spec.experts` into `spec.base` with `spec.method`; return the merge.json record."""
     t_start = time.perf_counter()
     _check_generation_config_from(spec)
-    method, params, base, experts, grams, tok_src = check_inputs(spec)
+    method, params, base, experts, grams, tok_src, adapter_rank = check_inputs(spec)
     device = resolve_device(spec.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -129,7 +146,10 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
         for n in sorted(base.names())
     ]
     with atomic_dir(Path(spec.output)) as tmp:
-        writer = ShardedWriter(tmp, plan, spec.max_shard_bytes)
+        if spec.output_format == "adapter":
+            writer = _adapter_writer(spec, tmp, plan, base, roles, merger, adapter_rank)
+        else:
+            writer = ShardedWriter(tmp, plan, spec.max_shard_bytes)
         jobs = _jobs(writer.order, base, experts, roles, method)
         diagnostics, timings = {}, {}
         reader = ReadAhead(jobs, base, experts, READ_AHEAD_BYTES)
@@ -145,9 +165,13 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             t0, diag = time.perf_counter(), None
             for unit in reader:
                 name = unit.job.name
+                if diag is None and merger.sink is not None:
+                    merger.sink.start(name)
                 diag = diag or TensorDiag(roles[name], len(experts))
                 diag.whole = unit.job.rows is None
                 out, buf = merger(unit, diag, reader.release)
+                if unit.job.last and merger.sink is not None:
+                    merger.sink.finish(name, base)
                 reader.done(unit)
                 if pending is not None:
                     merger.pool.give(pending.result())
@@ -169,6 +193,8 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             bar.close()
         writer.close()
         gen_src = _copy_side_files(spec, tmp, spec.dtype, tok_src)
+        if spec.output_format == "adapter":
+            (tmp / "config.json").unlink()  # an adapter folder: its base holds the model config
         record = provenance.merge_record(
             spec,
             method,
@@ -181,6 +207,7 @@ def run_merge(spec: MergeSpec, progress: bool = True) -> dict:
             time.perf_counter() - t_start,
             generation_config=gen_src,
             adapters=[e.describe() if e.is_delta else None for e in experts],
+            output=writer.summary() if spec.output_format == "adapter" else None,
         )
         (tmp / provenance.MERGE_JSON).write_text(json.dumps(record, indent=2) + "\n")
     log.info("wrote %s (%s, %.1f s)", spec.output, method.name, record["timings"]["total_s"])

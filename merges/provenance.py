@@ -34,6 +34,7 @@ def merge_record(
     total_s,
     generation_config: Path | None = None,
     adapters: list[dict | None] | None = None,
+    output: dict | None = None,
 ) -> dict:
     """merge.json. Each `stats` entry is that folder's stats.json (its `recipe` included) plus its
     path; `generation_config` names the choice and the file copied (null: none was); an expert
@@ -74,6 +75,7 @@ def merge_record(
             ),
         },
         "dtype": spec.dtype,
+        "output": output or {"format": "model"},
         "factor_dtype": spec.factor_dtype,
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),

@@ -20,6 +20,8 @@ FACTOR_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # Where the merged folder's generation_config.json comes from: the base (as the ACTMat authors'
 # `save_pretrained` of a model built from the base did), the tokenizer source, or nowhere.
 GENERATION_CONFIG_SOURCES = ("base", "tokenizer", "none")
+# what a merge writes: a full model folder, or a PEFT LoRA adapter of the base (merges.adapter_out)
+OUTPUT_FORMATS = ("model", "adapter")
 
 
 @dataclass
@@ -44,6 +46,9 @@ class MergeSpec:
     recipe: str | None = None  # how this merge relates to a published recipe (recorded as given)
     expert_names: list[str] | None = None  # names for per-expert parameters (default: folder names)
     spec_file: Path | None = None  # the --spec file this came from (recorded), if any
+    output_format: str = "model"
+    adapter_rank: int | None = None  # adapter output: the rank kept (default: Σ of the experts')
+    adapter_energy: float | None = None  # adapter output: or the share of ‖Δ*‖²_F kept per module
 
 
 Text = Annotated[str, pydantic.StringConstraints(min_length=1)]
@@ -75,6 +80,9 @@ class SpecFile(pydantic.BaseModel):
     allow_duplicate_experts: bool = False
     recipe: Text | None = None
     expert_names: list[Text] | None = None
+    output_format: _literal(OUTPUT_FORMATS) = "model"
+    adapter_rank: Annotated[int, pydantic.Field(ge=1)] | None = None
+    adapter_energy: Annotated[float, pydantic.Field(gt=0, le=1)] | None = None
 
 
 SPEC_FIELDS = tuple(SpecFile.model_fields)

@@ -84,6 +84,7 @@ class UnitMerger:
         self.spec, self.method, self.params, self.grams = spec, method, params, grams
         # per expert: its reader returns task vectors (an adapter), not weights
         self.is_delta = list(is_delta) if is_delta is not None else [False] * len(spec.experts)
+        self.sink = None  # an output that wants Δ* itself: sink.put(name, flat offset, Δ* piece)
         self.device = device
         self.out_dtype = OUTPUT_DTYPES[spec.dtype]
         self.factor_dtype = FACTOR_DTYPES[spec.factor_dtype]
@@ -113,6 +114,7 @@ class UnitMerger:
         buf = self.pool.take(n * size)
         out = buf[: n * size].view(self.out_dtype)
         whole_method = diag.role == "method" and not self.method.elementwise
+        at0 = _offset(unit)
         if whole_method:
             merged = self._factored(unit, diag) if unit.factors is not None else None
             if merged is None:
@@ -141,7 +143,9 @@ class UnitMerger:
             with _one_thread():
                 for s, e in self._chunks(base.numel()):
                     w0 = w0_raw[s:e].to(self.device, torch.float32)
-                    self._finish(unit.job.name, w0, w0_raw[s:e], merged[s:e], out[s:e], diag)
+                    self._finish(
+                        unit.job.name, w0, w0_raw[s:e], merged[s:e], out[s:e], diag, at0 + s
+                    )
         else:
             with _one_thread():
                 self._chunked(unit, base, experts, out, diag)
@@ -207,7 +211,7 @@ class UnitMerger:
                 merged = mean0(d)
             else:
                 merged = self._method(unit.job.name, d, diag, w0)
-            self._finish(unit.job.name, w0, base[s:e], merged, out[s:e], diag)
+            self._finish(unit.job.name, w0, base[s:e], merged, out[s:e], diag, _offset(unit) + s)
 
     def _chunks(self, n: int):
         return [(s, min(n, s + self.chunk)) for s in range(0, n, self.chunk)] or [(0, 0)]
@@ -243,8 +247,11 @@ class UnitMerger:
         diag.info.update(task.info)
         return merged
 
-    def _finish(self, name, w0, w0_raw, merged, out, diag: TensorDiag) -> None:
-        """out = W_0 + Δ* in the output dtype, and the diagnostics of Δ* and its bf16 rounding."""
+    def _finish(self, name, w0, w0_raw, merged, out, diag: TensorDiag, at: int = 0) -> None:
+        """out = W_0 + Δ* in the output dtype, and the diagnostics of Δ* and its bf16 rounding;
+        Δ* also goes to the sink (entries at.. of the tensor), if there is one."""
+        if self.sink is not None:
+            self.sink.put(name, at, merged)
         sq = _sq(merged)
         if not math.isfinite(sq):
             raise FloatingPointError(
@@ -272,6 +279,12 @@ class UnitMerger:
         if x.device.type == "cpu" and x.numel() < 1 << 24:
             return int(torch.sign(x).abs_().sum())
         return int(torch.count_nonzero(x))
+
+
+def _offset(unit) -> int:
+    """The flat index of the unit's first entry within its tensor."""
+    rows = unit.job.rows
+    return 0 if rows is None else rows[0] * (unit.base[0].numel() if unit.base.ndim else 1)
 
 
 def mean0(d: torch.Tensor) -> torch.Tensor:

@@ -301,3 +301,75 @@ def test_cli_merges_adapters_and_exits_2_on_a_bad_one(lora, tmp_path):
         and "VERA" in lines[-1]
         and "Traceback" not in r.stderr
     )
+
+
+def _peft_merged(base, adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float64)
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload().state_dict()
+
+
+def test_adapter_output_is_exact_for_a_low_rank_merge_and_loads_in_peft(lora, tmp_path):
+    """TA of two rank-4 adapters has rank ≤ 8 = the default rank (Σ r_t): the adapter written
+    loads in PEFT unedited, and PEFT's W_0 + BA equals the same merge written as a full model."""
+    base, adapters, _ = lora
+    common = dict(
+        method="task_arithmetic",
+        base=base,
+        experts=[adapters["plain"], adapters["patterns"]],
+        device="cpu",
+        dtype="float32",
+    )
+    rec = run_merge(
+        MergeSpec(output=tmp_path / "ad", output_format="adapter", **common), progress=False
+    )
+    run_merge(MergeSpec(output=tmp_path / "full", **common), progress=False)
+    out = rec["output"]
+    assert out["format"] == "adapter" and out["rank"] == 8 and out["min_kept_energy"] > 1 - 1e-9
+    assert not (tmp_path / "ad" / "config.json").exists()
+    got, want, w0 = _peft_merged(base, tmp_path / "ad"), _weights(tmp_path / "full"), _weights(base)
+    for t, w in want.items():
+        d_want = w.double() - w0[t].double()
+        err = float((got[t] - w.double()).abs().max())
+        assert err <= 1e-5 * max(float(d_want.abs().max()), 1e-6), t
+
+
+def test_adapter_output_by_energy_records_what_it_kept(lora, tmp_path):
+    """TIES's Δ* is full rank: with energy 0.9 each module keeps the fewest directions holding 90%
+    of ‖Δ*‖²_F, and 1 − kept is exactly the share PEFT's merged model misses."""
+    base, adapters, _ = lora
+    common = dict(
+        method="ties", base=base, experts=list(adapters.values()), device="cpu", dtype="float32"
+    )
+    rec = run_merge(
+        MergeSpec(output=tmp_path / "ad", output_format="adapter", adapter_energy=0.9, **common),
+        progress=False,
+    )
+    run_merge(MergeSpec(output=tmp_path / "full", **common), progress=False)
+    got, want, w0 = _peft_merged(base, tmp_path / "ad"), _weights(tmp_path / "full"), _weights(base)
+    modules = rec["output"]["modules"]
+    assert len({m["rank"] for m in modules.values()}) > 1
+    for t, m in modules.items():
+        d = want[t].double() - w0[t].double()
+        miss = float((got[t] - want[t].double()).square().sum()) / float(d.square().sum())
+        assert m["kept_energy"] >= 0.9 and miss == pytest.approx(1 - m["kept_energy"], abs=1e-5), t
+        assert m["rank"] < m["numerical_rank"]
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(adapter_rank=4), "applies only to an adapter output"),
+        (dict(output_format="adapter"), "needs --adapter-rank R or --adapter-energy E"),
+        (dict(output_format="adapter", adapter_energy=1.5), r"energy must be in \(0, 1\]"),
+    ],
+)
+def test_adapter_output_settings_are_checked(kw, match, tiny_family, tmp_path):
+    base, experts = tiny_family
+    spec = MergeSpec(
+        method="ties", base=base, experts=list(experts), output=tmp_path / "o", device="cpu", **kw
+    )
+    with pytest.raises(MergeInputError, match=match):
+        run_merge(spec, progress=False)
