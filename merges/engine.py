@@ -52,20 +52,21 @@ def _roles(base, method, rest_policy) -> dict[str, str]:
 
 
 def _jobs(order: list[str], base, experts, roles: dict[str, str], method) -> list[Job]:
-    """Row blocks where the merge is row-separable, the whole tensor otherwise; the experts'
-    low-rank factors instead of dense task vectors where every expert is an adapter holding
-    factors for the tensor and the method has an exact factored path."""
+    """Row blocks where the merge is row-separable, the whole tensor otherwise. Where every
+    expert is an adapter holding factors for a method tensor and the method has a factored path,
+    the whole tensor with the experts' low-rank factors instead of dense task vectors."""
     jobs = []
     for name in order:
         role = roles[name]
-        separable = role in ("mean_delta", "base") or (role == "method" and method.elementwise)
-        blocks = row_blocks(base.shape(name), BLOCK_ELEMENTS) if separable else [None]
         factored = (
-            not separable
-            and role == "method"
+            role == "method"
             and method.factored is not None
             and all(e.is_delta and e.low_rank(name) for e in experts)
         )
+        separable = not factored and (
+            role in ("mean_delta", "base") or (role == "method" and method.elementwise)
+        )
+        blocks = row_blocks(base.shape(name), BLOCK_ELEMENTS) if separable else [None]
         for i, rows in enumerate(blocks):
             jobs.append(
                 Job(name, rows, i == len(blocks) - 1, role not in ("base", COPIED), factored)

@@ -113,7 +113,9 @@ class UnitMerger:
         size = torch.empty((), dtype=self.out_dtype).element_size()
         buf = self.pool.take(n * size)
         out = buf[: n * size].view(self.out_dtype)
-        whole_method = diag.role == "method" and not self.method.elementwise
+        whole_method = diag.role == "method" and (
+            not self.method.elementwise or unit.factors is not None
+        )
         at0 = _offset(unit)
         if whole_method:
             merged = self._factored(unit, diag) if unit.factors is not None else None
