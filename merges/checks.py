@@ -135,16 +135,14 @@ def _adapter_rank(spec: MergeSpec, experts) -> int | None:
 
 
 def tokenizer_source(spec: MergeSpec) -> Path:
-    """`tokenizer_from`, else the first expert; an adapter without tokenizer files uses its
-    base's tokenizer, so then the base."""
-    if spec.tokenizer_from:
-        return Path(spec.tokenizer_from)
-    first = Path(spec.experts[0])
-    if is_adapter(first) and not any(
-        (first / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")
+    """`tokenizer_from`, else the first expert; an adapter folder without tokenizer files uses
+    its base's tokenizer, so then the base."""
+    src = Path(spec.tokenizer_from or spec.experts[0])
+    if is_adapter(src) and not any(
+        (src / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")
     ):
         return Path(spec.base)
-    return first
+    return src
 
 
 def _check_duplicates(spec: MergeSpec) -> None:

@@ -13,6 +13,7 @@ import jsonschema
 from evals.registry import get_suite
 from mergeeval.errors import InputError
 from mergeeval.yamlio import check_loaded, load_yaml
+from merges.adapter import is_adapter
 from merges.registry import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,13 @@ def validate_schema(config: dict) -> dict:
 def check(config: dict) -> None:
     """Everything the schema cannot check, each failure one ConfigError naming the key."""
     models, experts = config["models"], list(config["models"]["experts"])
+    _check_paths(models)
     if models["source"] == "hub":
         _check_hub(models)
     else:
-        odd = [e for e in experts if e not in FAMILY_EXPERTS]
+        odd = [
+            e for e in experts if e not in FAMILY_EXPERTS and not models["experts"][e].get("path")
+        ]
         if odd:
             raise ConfigError(
                 f"models.experts.{odd[0]}",
@@ -94,7 +98,7 @@ def check(config: dict) -> None:
                 "other experts need models.source: hub",
             )
     if models["source"] == "demo":
-        for name in ["base", *experts]:
+        for name in [n for n in ["base", *experts] if not _entry(models, n).get("path")]:
             if not (ROOT / "demofamily/models" / name / "config.json").exists():
                 raise ConfigError(
                     "models.source",
@@ -138,6 +142,7 @@ def check(config: dict) -> None:
             _check_recipe(config, mid, m.get("stats", "per_expert"))
         elif "stats" in m:
             raise ConfigError(f"merges.{mid}.stats", f"method {m['method']!r} uses no statistics")
+        _check_output(models, mid, m, chosen)
     try:
         suite = get_suite(config["eval"]["suite"])
     except InputError as e:
@@ -187,10 +192,61 @@ def _domain(models: dict, expert: str) -> str:
     return models["experts"][expert].get("domain", expert)
 
 
+def _entry(models: dict, name: str) -> dict:
+    return models["base"] if name == "base" else models["experts"][name]
+
+
+def _check_paths(models: dict) -> None:
+    """A model's local `path` exists, names no download as well, and is never an adapter base."""
+    for name, m in [("base", models["base"]), *models["experts"].items()]:
+        key = "models.base" if name == "base" else f"models.experts.{name}"
+        if not m.get("path"):
+            continue
+        if m.get("repo_id") or m.get("revision"):
+            raise ConfigError(key, "give a local path or repo_id and revision, not both")
+        if not (Path(m["path"]) / "config.json").is_file() and not is_adapter(m["path"]):
+            raise ConfigError(
+                f"{key}.path",
+                f"{m['path']} is neither a model folder (config.json) nor a PEFT adapter "
+                "(adapter_config.json)",
+            )
+        if name == "base" and is_adapter(m["path"]):
+            raise ConfigError(
+                f"{key}.path", f"{m['path']} is a PEFT adapter; the base must be the full model"
+            )
+    if models["base"].get("adapter"):
+        raise ConfigError("models.base.adapter", "the base must be a full model, not an adapter")
+
+
+def _check_output(models: dict, mid: str, m: dict, chosen: list[str]) -> None:
+    """An adapter output's rank: given, or the default that needs every expert to be an adapter."""
+    sized = [k for k in ("adapter_rank", "adapter_energy") if k in m]
+    if m.get("output", "model") != "adapter":
+        if sized:
+            raise ConfigError(f"merges.{mid}.{sized[0]}", "applies only with output: adapter")
+        return
+    if len(sized) > 1:
+        raise ConfigError(f"merges.{mid}", "give adapter_rank or adapter_energy, not both")
+    adapters = [
+        e
+        for e in chosen
+        if models["experts"][e].get("adapter")
+        or (models["experts"][e].get("path") and is_adapter(models["experts"][e]["path"]))
+    ]
+    if not sized and len(adapters) < len(chosen):
+        raise ConfigError(
+            f"merges.{mid}.output",
+            "an adapter output of full-model experts needs adapter_rank or adapter_energy "
+            "(the default, the sum of the experts' LoRA ranks, needs every expert to be an adapter)",
+        )
+
+
 def _check_hub(models: dict) -> None:
     seen = {}
     for name, m in [("base", models["base"]), *models["experts"].items()]:
         key = "models.base" if name == "base" else f"models.experts.{name}"
+        if m.get("path"):
+            continue
         for field in ("repo_id", "revision"):
             if not m.get(field):
                 raise ConfigError(

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from evals.registry import Suite, get_suite
+from merges.adapter import is_adapter
 from merges.hub import slug
 from merges.registry import get_method
 from pipeline.config import STATS_RECIPES, load
@@ -93,8 +94,8 @@ class Plan(SweepPlan):
         keys = {"base": "models.base"} | {e: f"models.experts.{e}" for e in self.experts}
         downloads = []
         for name, key in keys.items():
-            m = self.models["base"] if name == "base" else self.models["experts"][name]
-            if not Path(self.model_dir(name)).exists():
+            m = self.model_entry(name)
+            if not m.get("path") and not Path(self.model_dir(name)).exists():
                 downloads.append(
                     Download(key, m["repo_id"], m["revision"], Path(self.model_dir(name)))
                 )
@@ -121,8 +122,13 @@ class Plan(SweepPlan):
         """The domain an expert is the specialist of (its name unless the config says)."""
         return self.models["experts"][expert].get("domain", expert)
 
+    def model_entry(self, name: str) -> dict:
+        return self.models["base"] if name == "base" else self.models["experts"][name]
+
     def model_dir(self, name: str) -> str:
-        """Folder of the base or an expert."""
+        """Folder of the base or an expert (its `path` when the config gives one)."""
+        if self.model_entry(name).get("path"):
+            return self.model_entry(name)["path"]
         source = self.models["source"]
         if source == "tiny":
             return f"resources/tiny/{name}"
@@ -149,6 +155,21 @@ class Plan(SweepPlan):
     def eval_model_dir(self, model: str) -> str:
         name = self.split_variant(model)[0]
         return self.merge_dir(name) if name in self.merges else self.model_dir(name)
+
+    def is_adapter(self, model: str) -> bool:
+        """Whether a generation target is a PEFT LoRA adapter (served on the base as LoRA): an
+        expert declared `adapter` or whose local folder is one, or a merge written as one."""
+        name = self.split_variant(model)[0]
+        if name in self.entries:
+            return self.entries[name].get("output", "model") == "adapter"
+        if name == "base":
+            return False
+        m = self.model_entry(name)
+        return bool(m.get("adapter")) or bool(m.get("path") and is_adapter(m["path"]))
+
+    def lora_options(self, model: str) -> dict:
+        """A generation target's `lora_base` where it is an adapter (evals.generate.Target)."""
+        return {"lora_base": self.model_dir("base")} if self.is_adapter(model) else {}
 
     # -- merges ------------------------------------------------------------------------------
     def merge_dir(self, merge_id: str) -> str:
@@ -193,6 +214,8 @@ class Plan(SweepPlan):
             "factor_dtype": self.merge_setting(merge_id, "factor_dtype"),
             "device": self.config["merge_defaults"]["device"],
             "generation_config_from": self.config["merge_defaults"]["generation_config_from"],
+            "output_format": m.get("output", "model"),
+            **{k: m[k] for k in ("adapter_rank", "adapter_energy") if k in m},
             "force": True,
             **({"recipe": m["recipe"]} if "recipe" in m else {}),
         }
@@ -367,6 +390,7 @@ class Plan(SweepPlan):
                         "output": self.val_samples_dir(p),
                         "benchmarks": list(suite.benchmarks),
                         **self.template_options(self.points_merge(p)),
+                        **self.lora_options(p),
                     }
                     for p in self.val_batches[batch]
                 ],
@@ -384,6 +408,7 @@ class Plan(SweepPlan):
                     "output": self.samples_dir(m),
                     "benchmarks": self.row_benchmarks(m),
                     **self.template_options(m),
+                    **self.lora_options(m),
                 }
                 for m in self.batches[batch]
             ],

@@ -51,9 +51,11 @@ def hub_inputs(config: dict, suite, validation=None) -> list[HubInput]:
     out = []
     if config["models"]["source"] == "hub":
         m = config["models"]
-        out.append(HubInput("models.base", "model", m["base"]["repo_id"], m["base"]["revision"]))
-        for name, e in m["experts"].items():
-            out.append(HubInput(f"models.experts.{name}", "model", e["repo_id"], e["revision"]))
+        for key, e in [("models.base", m["base"])] + [
+            (f"models.experts.{name}", e) for name, e in m["experts"].items()
+        ]:
+            if not e.get("path"):  # a local folder is not downloaded
+                out.append(HubInput(key, "model", e["repo_id"], e["revision"]))
     for name, p in sorted(config["stats"].get("prompts", {}).items()):
         if "hf_dataset" in p:
             out.append(HubInput(f"stats.prompts.{name}", "dataset", p["hf_dataset"], p["revision"]))
