@@ -7,6 +7,7 @@ Each function takes deltas [T, m, n] (float64 numpy), grams (list or None) and t
 
 from __future__ import annotations
 
+import inspect
 import zlib
 
 import numpy as np
@@ -462,6 +463,83 @@ def wudi(d, g, p):
     return p.get("scale", 1.0) * tau
 
 
+# ---- low-rank (LoRA) methods: KnOTS and Core Space (spec §2.9; the papers' equations) ----
+
+
+def _rank(s, rtol, atol=0.0):
+    return int((s > max(atol, rtol * s[0])).sum()) if s.size else 0
+
+
+def knots(d, g, p, name="t"):
+    """[Δ_1 | … | Δ_T] = U S Vᵀ (numpy fp64), Z_t = S V_tᵀ merged, Δ* = U Z*; iso_c / tsv on the
+    V_tᵀ blocks, then × S."""
+    t = d.shape[0]
+    u, s, vt = np.linalg.svd(np.concatenate(list(d), 1), full_matrices=False)
+    k = _rank(s, p.get("rtol", 1e-6), p.get("atol", 0.0))
+    u, s, v = u[:, :k], s[:k], np.stack(np.split(vt[:k], t, axis=1))
+    merge = p.get("merge", "ties")
+    scale = p.get("scale", {"ta": 0.5, "ties": 0.5, "dare_ties": 0.4}.get(merge, 1.0))
+    if merge in ("iso_c", "tsv"):
+        return (u * s) @ REFERENCES[merge](v, None, {"scale": scale})
+    z = s[:, None] * v
+    if merge == "dare_ties":
+        rate = p.get("drop_rate", 0.8)
+        z = np.stack(
+            [
+                x * (_torch_uniform(x.shape, _seed(p, i, name)) >= rate) / (1 - rate)
+                for i, x in enumerate(z)
+            ]
+        )
+    dens = p.get("density", 1.0)
+    if merge == "ta":
+        trimmed = np.stack([_trim(x, dens) for x in z]) if dens < 1 else z
+        return u @ (scale * trimmed.sum(0))
+    return u @ ties(z, None, {"density": dens, "scale": scale})
+
+
+def _trim(x, dens):
+    a = np.sort(np.abs(x).ravel())
+    return np.where(np.abs(x) >= a[max(a.size - int(a.size * dens), 1) - 1], x, 0.0)
+
+
+def _core_factors(x, rtol):
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    k = _rank(s, rtol)
+    return u[:, :k] * np.sqrt(s[:k]), np.sqrt(s[:k])[:, None] * vt[:k]
+
+
+def _basis(x, rtol):
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    return u[:, : _rank(s, rtol)]
+
+
+def _value(text):
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def core_space(d, g, p, name="t", factors=None):
+    """Δ_t = (U_t√S_t)(√S_t V_tᵀ) unless `factors`; U_B, V_A: bases of the stacked B's and A's;
+    M_t = U_Bᵀ B_t A_t V_A merged by the inner method's reference; Δ* = U_B M* V_Aᵀ."""
+    rtol = p.get("rtol", 1e-6)
+    fs = factors or [_core_factors(x, rtol) for x in d]
+    ub = _basis(np.concatenate([b for b, _ in fs], 1), rtol)
+    va = _basis(np.concatenate([a for _, a in fs], 0).T, rtol)
+    cores = np.stack([ub.T @ b @ a @ va for b, a in fs])
+    inner = {}
+    for item in filter(None, p.get("merge_params", "").split(",")):
+        key, value = item.split("=")
+        inner[key] = [_value(v) for v in value.split(";")] if ";" in value else _value(value)
+    fn = REFERENCES[p.get("merge", "tsv")]
+    extra = {"name": name} if "name" in inspect.signature(fn).parameters else {}
+    merged = fn(cores, None, inner, **extra)
+    if p.get("isotropize", False):
+        merged = np.linalg.svd(merged, compute_uv=False).mean() * polar_isqrt(merged)
+    return ub @ merged @ va.T
+
+
 REFERENCES = {
     "average": average,
     "task_arithmetic": task_arithmetic,
@@ -491,4 +569,6 @@ REFERENCES = {
     "karcher": karcher,
     "cart": cart,
     "wudi": wudi,
+    "knots": knots,
+    "core_space": core_space,
 }
