@@ -4,7 +4,8 @@ changed merge moves, small enough to commit (`merges.fingerprint_check` compares
 Per tensor, from the stored weights: the Frobenius norm of the merged delta (merged - base), `K`
 projections of that delta on fixed seeded Gaussian vectors (each projection has variance
 ||delta||^2, so ||p_a - p_b|| / sqrt(K) estimates ||delta_a - delta_b||_F without either delta at
-hand), and the SHA-256 of the stored bytes (bit-identical or not).
+hand), and the SHA-256 of the stored bytes (bit-identical or not). A merge written as a PEFT
+adapter is fingerprinted through its ΔW = s·B·A per base tensor (float32; its bytes hashed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from merges.adapter import Adapter, is_adapter
+from merges.errors import MergeInputError
 from merges.fingerprint_check import SEED, VERSION, K
 from merges.io import Checkpoint
 
@@ -41,7 +44,7 @@ def tensor_fingerprint(name: str, merged: Checkpoint, base: Checkpoint | None) -
         if not floating:
             continue
         d = x.to(torch.float64).reshape(-1)
-        if base is not None:
+        if base is not None and not merged.is_delta:
             d = d - base.read(name, span).to(torch.float64).reshape(-1)
         sq += torch.dot(d, d).item()
         gauss = torch.randn(d.numel(), K, generator=gen, dtype=torch.float32)
@@ -54,8 +57,13 @@ def tensor_fingerprint(name: str, merged: Checkpoint, base: Checkpoint | None) -
 
 def fingerprint(folder: Path, base: Path | None) -> dict:
     """The fingerprint of every tensor of a merged folder (deltas against `base` when given)."""
-    merged = Checkpoint(folder)
     ref = Checkpoint(base) if base is not None else None
+    if is_adapter(folder):
+        if ref is None:
+            raise MergeInputError(f"{folder} is a PEFT adapter: its fingerprint needs the base")
+        merged = Adapter(folder, ref)
+    else:
+        merged = Checkpoint(folder)
     return {
         "version": VERSION,
         "k": K,
