@@ -20,7 +20,7 @@ CASES = {
     "cart": [{}, {"rank_fraction": 0.05, "scale": 0.7}, {"rank_fraction": 0.5}],
     "ace": [{}, {"eps_mode": "relative", "scale": 1.5}, {"eps": 1e-6}],
 }
-FLAGGED = [{"k_frac": 0.02}, {"k_frac": 0.02, "eps_mode": "relative"}]  # ACE, heterogeneous tasks
+FLAGGED = [{"k_frac": 0.2}, {"k_frac": 0.4, "eps_mode": "relative"}]  # ACE: k = 9, 19 ≤ rank F
 
 
 def factors(m, n, ranks, seed=0, norms=None):
