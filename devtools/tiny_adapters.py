@@ -46,3 +46,16 @@ def merge_into_full(base: Path, adapter: Path, output: Path, dtype=torch.float64
         if (Path(base) / f).is_file():
             shutil.copyfile(Path(base) / f, Path(output) / f)
     return Path(output)
+
+
+def make_one_layer_base(output: Path, seed: int = 0) -> Path:
+    """A one-layer tiny OLMo-3 base (bf16) with the tiny tokenizer: a cheap base for adapters."""
+    from transformers import Olmo3ForCausalLM
+
+    from devtools.tiny_family import tiny_config, tiny_tokenizer
+
+    torch.manual_seed(seed)
+    model = Olmo3ForCausalLM(tiny_config(layers=1)).to(torch.bfloat16)
+    model.save_pretrained(output, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(output)
+    return Path(output)
