@@ -163,6 +163,7 @@ def cmd_stats(args) -> int:
         generation_prompt=args.generation_prompt,
         padding=args.padding,
         pad_to=args.pad_to,
+        lora_base=Path(args.lora_base) if args.lora_base else None,
     )
     print(json.dumps({k: meta[k] for k in ("n_sequences", "n_tokens", "n_grams")}))
     return 0
@@ -408,7 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="RegMean input Grams of a model over prompts")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", required=True, help="a model folder, or a PEFT LoRA adapter folder")
+    s.add_argument(
+        "--lora-base", metavar="DIR", help="with an adapter as --model: the base model it adapts"
+    )
     s.add_argument(
         "--prompts", required=True, help="JSONL with a 'prompt' string or 'messages' list per line"
     )

@@ -32,10 +32,12 @@ from tqdm import tqdm
 from mergeeval.chat import render_chat
 from mergeeval.outputs import atomic_dir, guard_output
 from mergeeval.records import STATS_PACKAGES, model_identity, versions
+from merges.adapter import Adapter, is_adapter
 from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.grams import PADDING_MODES, STATS_JSON, gram_key
 from merges.hub import prompts_sidecar
+from merges.io import Checkpoint
 
 log = logging.getLogger("merges")
 DEFAULT_MAX_TOKENS = 512
@@ -143,6 +145,17 @@ def _token_length(max_tokens: int | None, pad_to: int | None) -> int:
     return pad_to
 
 
+def _fold_adapter(net, adapter: Path, base: Path) -> None:
+    """W ← W_0 + ΔW for every tensor the adapter touches (ΔW in float32, then the net's dtype)."""
+    reader = Adapter(adapter, Checkpoint(base))
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name in reader.names():
+            if reader.touches(name) and name in params:
+                p = params[name]
+                p.copy_((p.float() + reader.read(name)).to(p.dtype))
+
+
 def collect_grams(
     model: Path,
     prompts: Path,
@@ -157,8 +170,12 @@ def collect_grams(
     generation_prompt: bool = True,
     padding: str = "masked",
     pad_to: int | None = None,
+    lora_base: Path | None = None,
 ) -> dict:
     """Write `output/` with per-layer Gram safetensors and stats.json; return the metadata.
+
+    A PEFT LoRA adapter as `model` runs as its base (`lora_base`) with ΔW = s·B·A added to each
+    weight (merges.adapter); its tokenizer is the adapter folder's if it has one, else the base's.
 
     max_tokens: truncation (default 512). pad_to: pad and truncate every sequence to exactly this
     many tokens (default: pad to the longest in the batch). padding: `masked` drops padding
@@ -173,8 +190,16 @@ def collect_grams(
         force=force,
         owned_by=(STATS_JSON,),
     )
-    if not (Path(model) / "config.json").exists():
-        raise MergeInputError(f"model folder {model} has no config.json")
+    adapter = is_adapter(model)
+    if adapter and lora_base is None:
+        raise MergeInputError(
+            f"{model} is a PEFT adapter: pass its base model folder (--lora-base DIR)"
+        )
+    if not adapter and lora_base is not None:
+        raise MergeInputError(f"--lora-base is for adapters; {model} is not one")
+    weights_from = Path(lora_base) if adapter else Path(model)
+    if not (weights_from / "config.json").exists():
+        raise MergeInputError(f"model folder {weights_from} has no config.json")
     if batch_size < 1 or (max_prompts is not None and max_prompts < 1):
         raise MergeInputError("batch_size and max_prompts must be positive integers")
     if padding not in PADDING_MODES:
@@ -185,11 +210,15 @@ def collect_grams(
     selection, selection_note = prompts_selection(Path(prompts), prompts_sha)
     dev = resolve_device(device)
     torch.backends.cuda.matmul.allow_tf32 = False
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model if not adapter or (Path(model) / "tokenizer_config.json").exists() else weights_from
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     template_src = Path(chat_template_from) if chat_template_from else Path(model)
+    if is_adapter(template_src) and not (template_src / "tokenizer_config.json").exists():
+        template_src = weights_from  # an adapter without tokenizer files: its base's template
     template = (
         AutoTokenizer.from_pretrained(template_src).chat_template
         if chat_template_from
@@ -200,7 +229,10 @@ def collect_grams(
             f"{template_src} has several named chat templates; this command uses a single one"
         )
     texts = render(rows, tokenizer, template, generation_prompt)
-    net = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(dev).eval()
+    net = AutoModelForCausalLM.from_pretrained(weights_from, dtype=getattr(torch, dtype))
+    if adapter:
+        _fold_adapter(net, Path(model), weights_from)
+    net = net.to(dev).eval()
     masked = padding == "masked"
 
     sums: dict[str, torch.Tensor] = {}
@@ -251,7 +283,8 @@ def collect_grams(
     prompts_record = {"path": str(Path(prompts).resolve()), "sha256": prompts_sha}
     template_from = str(template_src.resolve()) if template else None
     recipe = {
-        "model": model_identity(model),
+        "model": model_identity(model)
+        | ({"lora_base": model_identity(weights_from)} if adapter else {}),
         "template_from": template_from,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
         "generation_prompt": bool(generation_prompt) if template else None,
@@ -268,7 +301,7 @@ def collect_grams(
         **({"selection_note": selection_note} if selection_note else {}),
     }
     meta = {
-        "model": model_identity(model),
+        "model": recipe["model"],
         "prompts": prompts_record,
         "chat_template_from": template_from,
         "n_sequences": len(texts),

@@ -260,9 +260,11 @@ class Plan(SweepPlan):
             f"{p.get('split', 'train')}-{r['select']}-{r['column']}-n{p.get('n', 320)}.jsonl"
         )
 
-    def stats_args(self, recipe: str) -> str:
+    def stats_args(self, recipe: str, expert: str | None = None) -> str:
         s, r = self.stats, self.stats_recipe(recipe)
+        adapter = expert is not None and r["model"] != "base" and self.is_adapter(expert)
         return argv(
+            ("--lora-base", self.model_dir("base") if adapter else None),
             ("--max-tokens", r["pad_to"] or s["max_tokens"]),
             ("--pad-to", r["pad_to"]),
             ("--padding", r["padding"]),

@@ -373,3 +373,21 @@ def test_adapter_output_settings_are_checked(kw, match, tiny_family, tmp_path):
     )
     with pytest.raises(MergeInputError, match=match):
         run_merge(spec, progress=False)
+
+
+def test_statistics_of_an_adapter_are_those_of_its_folded_model(lora, tmp_path):
+    """`merges stats --model ADAPTER --lora-base BASE` runs the base with ΔW added: the same Grams
+    as PEFT's merge_and_unload folder (float32 forward), and stats.json names the base."""
+    from merges.stats import collect_grams
+
+    base, adapters, full = lora
+    kw = dict(prompts=STATS_PROMPTS, max_tokens=32, device="cpu", dtype="float32", max_prompts=8)
+    meta = collect_grams(adapters["patterns"], output=tmp_path / "a", lora_base=base, **kw)
+    collect_grams(full["patterns"], output=tmp_path / "f", **kw)
+    assert meta["model"]["lora_base"]["path"] == str(base.resolve())
+    ga, gf = _weights(tmp_path / "a"), _weights(tmp_path / "f")
+    assert ga.keys() == gf.keys() and ga
+    for k in ga:
+        assert torch.allclose(ga[k], gf[k], rtol=1e-4, atol=1e-6 * float(gf[k].abs().max())), k
+    with pytest.raises(MergeInputError, match="pass its base model folder"):
+        collect_grams(adapters["plain"], output=tmp_path / "x", **kw)

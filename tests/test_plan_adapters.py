@@ -63,6 +63,11 @@ def test_local_adapter_experts_plan_merges_and_lora_generation(tmp_path):
         assert targets[name]["lora_base"] == "resources/tiny/base", name
     for name in ("base", "if", "ties"):
         assert "lora_base" not in targets[name], name
+    # RegMean's per-expert statistics run an adapter expert on its base; the authors' recipe
+    # runs the base itself
+    assert "--lora-base resources/tiny/base" in plan.stats_args("per_expert", "math")
+    assert "--lora-base" not in plan.stats_args("per_expert", "if")
+    assert "--lora-base" not in plan.stats_args("authors", "math")
 
 
 def test_hub_adapters_are_locked_and_local_paths_are_not(tmp_path):

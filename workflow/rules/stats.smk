@@ -18,7 +18,7 @@ rule collect_stats:
     resources:
         **PLAN.resources("stats"),
     params:
-        options=lambda w: PLAN.stats_args(w.recipe),
+        options=lambda w: PLAN.stats_args(w.recipe, w.expert),
     shell:
         "python -m merges stats --model {input.model:q} --chat-template-from {input.template:q} "
         "--prompts {input.prompts:q} --output {output:q} {params.options} --force > {log:q} 2>&1"
