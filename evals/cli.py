@@ -72,6 +72,7 @@ def cmd_generate(args) -> int:
         engine_args=engine,
         template_from=Path(args.template_from) if args.template_from else None,
         max_tokens=args.max_tokens,
+        lora_base=Path(args.lora_base) if args.lora_base else None,
     )
     print("\n".join(map(str, paths)))
     return 0
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One model (--model, --suite, --output, options), or a batch: --request FILE "
         "(JSON: suite, seed, limit, engine and a list of targets, each a model, an output folder, "
         "benchmarks and template options) and --manifest FILE (what each target got). A batch "
-        "reuses one engine across model folders whose configs and tokenizers are identical.",
+        "reuses one engine across model folders whose configs and tokenizers are identical, and serves "
+        "LoRA adapter folders (target key lora_base: the base's folder) on one engine for their base.",
     )
     g.add_argument("--model")
     g.add_argument("--suite")
@@ -185,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--template-from",
         metavar="DIR",
         help="paper policy: read the template from DIR, not the model folder",
+    )
+    g.add_argument(
+        "--lora-base",
+        metavar="DIR",
+        help="when --model is a LoRA adapter folder: its base model folder "
+        "(default: the adapter's base_model_name_or_path, if a local folder)",
     )
     g.add_argument(
         "--template", default="paper", help="paper | per_task | FILE (a Jinja chat template)"

@@ -9,6 +9,11 @@ request key: a hash of the model's fingerprint (weights' names/sizes, merge.json
 config), the benchmark definition, template, sampling, seed, limit and data. `generation.json`
 lists what the folder holds once every requested benchmark is done; a batch's manifest lists each
 target's and is written last.
+
+A target may be a PEFT LoRA adapter folder (evals.lora) on a base model folder: it is served as a
+`LoRARequest` on an engine started for the base with LoRA enabled (evals.engine), its prompts are
+rendered with the adapter's tokenizer files when it has them, else the base's, and its records
+carry a `lora` entry (adapter, digest, base, rank, max_lora_rank).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evals.data import load_items
 from evals.engine import EngineSession
 from evals.errors import EvalInputError
+from evals.lora import Adapter, check_vocabulary, is_adapter, read_adapter
 from evals.registry import get_suite
 from evals.samples import meta_path, read_meta, write_samples
 from evals.templates import folder_tokenizer, resolve_template
@@ -99,7 +105,9 @@ def plan(suite_name: str, benchmarks: list[str] | None) -> dict:
 
 
 class Target(BaseModel):
-    """One model folder under one template policy, generated into `output`."""
+    """One model folder under one template policy, generated into `output`. `model` may be a
+    LoRA adapter folder, served on `lora_base` (default: the adapter's base_model_name_or_path
+    when that is a local folder)."""
 
     model_config = ConfigDict(extra="forbid")
     model: Path
@@ -108,6 +116,7 @@ class Target(BaseModel):
     template: str = "paper"
     domain_templates: dict[str, Path] = Field(default_factory=dict)
     template_from: Path | None = None
+    lora_base: Path | None = None
 
 
 class EngineArgs(BaseModel):
@@ -151,11 +160,13 @@ def generate(
     engine_args: dict | None = None,
     template_from: Path | None = None,
     max_tokens: int | None = None,
+    lora_base: Path | None = None,
 ) -> list[Path]:
     """Write `output/<benchmark>.jsonl.gz` (+ `.meta.json`) for each generation; return the paths.
 
     `template_from`: with the `paper` policy, read the template from this folder instead of the
-    model's (the zero-shot base has none; the paper used the Math expert's).
+    model's (the zero-shot base has none; the paper used the Math expert's). `lora_base`: the base
+    model folder of an adapter `model`.
     """
     target = Target(
         model=model,
@@ -164,6 +175,7 @@ def generate(
         template=template,
         domain_templates=domain_templates or {},
         template_from=template_from,
+        lora_base=lora_base,
     )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise EvalInputError(f"--limit must be a positive integer, got {limit!r}")
@@ -209,7 +221,9 @@ def run_targets(
     max_tokens: int | None = None,
 ) -> list[dict]:
     """Check and render every target first (bad input fails before any engine starts), then
-    generate what is not already complete, one engine session for all, in the given order.
+    generate what is not already complete, one engine session for all, in the given order except
+    that the targets of one LoRA engine run together (`EngineSession.order`); the result lists
+    them in the given order.
     `revisions`: benchmark -> the dataset commit to read hub data at; `max_tokens`: a cap on
     every benchmark's own."""
     suite = get_suite(suite_name)
@@ -222,55 +236,100 @@ def run_targets(
             f"--data {unknown[0]}=...: {unknown[0]!r} is not a benchmark generated here; "
             f"valid: {', '.join(sorted(generated))}"
         )
-    prepared = [
-        _prepare(t, suite, limit, dict(data or {}), seed, args, revisions or {}, max_tokens)
+    adapters = [
+        read_adapter(t.model, t.lora_base) if t.lora_base or is_adapter(t.model) else None
         for t in targets
     ]
-    rendered = [
-        _render(t.model, p[0], args, seed) if p[0] else []
-        for t, p in zip(targets, prepared, strict=True)
+    # not closed at the end: the process exits
+    session = EngineSession(args, [a for a in adapters if a is not None])
+    prepared = [
+        _prepare(
+            t,
+            a,
+            suite,
+            limit,
+            dict(data or {}),
+            seed,
+            session.args_for(t.model, a),
+            revisions or {},
+            max_tokens,
+        )
+        for t, a in zip(targets, adapters, strict=True)
     ]
-    session = EngineSession(args)  # not closed at the end: the process exits
-    done = []
-    for t, (todo, manifest, paths, data_t), jobs in zip(targets, prepared, rendered, strict=True):
+    rendered = [
+        _render(_prompt_folder(t, a), p[0], args, seed) if p[0] else []
+        for t, a, p in zip(targets, adapters, prepared, strict=True)
+    ]
+    done = [None] * len(targets)
+    for i in session.order(targets, adapters):
+        t, a, (todo, manifest, paths, data_t), jobs = (
+            targets[i],
+            adapters[i],
+            prepared[i],
+            rendered[i],
+        )
         engine = None
         if todo:
             Path(t.output).mkdir(parents=True, exist_ok=True)
-            llm, engine = session.llm_for(t.model)
-            _generate(llm, t.model, suite, jobs, args, seed, limit, data_t, engine)
-        _write_manifest(t, suite, manifest)
-        done.append(
-            {
-                "model": str(t.model),
-                "output": str(t.output),
-                "template": t.template,
-                "generated": [gen for gen, *_ in todo],
-                "reused": sorted(set(manifest) - {gen for gen, *_ in todo}),
-                "engine": engine,
-                "paths": paths,
-            }
-        )
+            llm, engine, lora = session.llm_for(t.model, a)
+            served = (t.model, session.args_for(t.model, a), lora)
+            _generate(llm, served, suite, jobs, seed, limit, data_t, engine)
+        _write_manifest(t, a, suite, manifest)
+        done[i] = {
+            "model": str(t.model),
+            "output": str(t.output),
+            "template": t.template,
+            "generated": [gen for gen, *_ in todo],
+            "reused": sorted(set(manifest) - {gen for gen, *_ in todo}),
+            "engine": engine,
+            "paths": paths,
+        }
     return done
 
 
+def _prompt_folder(t: Target, adapter: Adapter | None) -> Path:
+    """The folder whose tokenizer renders the target's prompts (evals.lora.Adapter.prompt_folder)."""
+    return adapter.prompt_folder if adapter else Path(t.model)
+
+
 def _prepare(
-    t: Target, suite, limit, data: dict, seed: int, args: dict, revisions: dict, max_tokens=None
+    t: Target,
+    adapter: Adapter | None,
+    suite,
+    limit,
+    data: dict,
+    seed: int,
+    args: dict,
+    revisions: dict,
+    max_tokens=None,
 ):
-    """(pending generations, manifest entries, sample paths, data files) of one target."""
+    """(pending generations, manifest entries, sample paths, data files) of one target; `args`:
+    the engine arguments it is served with (part of its request key)."""
     model, output = Path(t.model), Path(t.output)
-    if not (model / "config.json").exists():
+    if adapter is None and not (model / "config.json").exists():
         raise EvalInputError(f"model folder {model} has no config.json")
     groups = plan(suite.name, t.benchmarks)
     data = {gen: p for gen, p in data.items() if gen in groups}
     # the output folder holds samples: it may exist (a resumed run) but never overlap an input
     guard_output(
         output,
-        [("model", model), ("template source", t.template_from)]
+        [("model", model), ("LoRA base", adapter and adapter.base)]
+        + [("template source", t.template_from)]
         + [(f"{d} template source", p) for d, p in t.domain_templates.items()]
         + [(f"{b} data file", p) for b, p in data.items()],
         force=True,
     )
-    fingerprint = model_fingerprint(model)
+    prompt_folder = _prompt_folder(t, adapter)
+    if adapter is None:
+        fingerprint = model_fingerprint(model)
+    else:
+        # the adapter's config and weights, its own tokenizer files if any, and its base
+        parts = (adapter.sha256, model_fingerprint(model), model_fingerprint(adapter.base))
+        fingerprint = hashlib.sha256(f"lora:{':'.join(parts)}".encode()).hexdigest()
+        if adapter.own_tokenizer:
+            check_vocabulary(
+                adapter, folder_tokenizer(adapter.path), folder_tokenizer(adapter.base)
+            )
     todo, paths, manifest = [], [], {}
     for gen, bench in groups.items():
         bench = capped(bench, max_tokens)
@@ -282,7 +341,7 @@ def _prepare(
         items, origin = load_items(bench, data_file, suite.data, revisions.get(bench.name))
         items = items[:limit] if limit else items
         text, tmpl = resolve_template(
-            t.template, model, bench.domain, t.domain_templates, t.template_from
+            t.template, prompt_folder, bench.domain, t.domain_templates, t.template_from
         )
         key = request_key(fingerprint, bench, tmpl, seed, limit, origin, args)
         manifest[gen] = {"samples": path.name, "meta": meta_path(path).name, "request_key": key}
@@ -294,11 +353,17 @@ def _prepare(
     return todo, manifest, paths, data
 
 
-def _write_manifest(t: Target, suite, manifest: dict) -> None:
+def _identity(model: Path, adapter: Adapter | None) -> dict:
+    """The model's identity; an adapter's adds its record (evals.lora.Adapter.record)."""
+    ident = model_identity(model)
+    return ident | {"lora": adapter.record()} if adapter else ident
+
+
+def _write_manifest(t: Target, adapter: Adapter | None, suite, manifest: dict) -> None:
     """generation.json; left untouched when its content would not change (a resumed batch)."""
     path = Path(t.output) / MANIFEST
     record = {
-        "model": model_identity(t.model),
+        "model": _identity(t.model, adapter),
         "suite": suite.name,
         "template": t.template,
         "generations": manifest,
@@ -348,13 +413,15 @@ def _render(model: Path, todo: list, args: dict, seed: int) -> list:
     return jobs
 
 
-def _generate(llm, model: Path, suite, jobs: list, args, seed, limit, data, engine: dict) -> None:
-    """Generate and write every rendered benchmark's samples and meta."""
+def _generate(llm, served: tuple, suite, jobs: list, seed, limit, data, engine: dict) -> None:
+    """Generate and write every rendered benchmark's samples and meta. `served`: (model folder,
+    the engine's arguments, the LoRA request or None)."""
+    model, args, lora = served
     for gen, bench, items, origin, tmpl, path, rendered, params, key in jobs:
         t1 = time.perf_counter()
         s = bench.sampling
         prompts = [{"prompt_token_ids": ids} for _, ids in rendered]
-        outputs = llm.generate(prompts, params, use_tqdm=False)
+        outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
         rows = []
         for it, (prompt, ids), out in zip(items, rendered, outputs, strict=True):
             rows.append(
@@ -372,7 +439,7 @@ def _generate(llm, model: Path, suite, jobs: list, args, seed, limit, data, engi
             "benchmark": gen,
             "request_key": key,
             "suite": suite.name,
-            "model": model_identity(model),
+            "model": model_identity(model) | ({"lora": engine["lora"]} if lora else {}),
             "template": tmpl,
             "sampling": s.model_dump() | {"seed": seed, "max_model_len": args["max_model_len"]},
             "engine_args": {k: v for k, v in args.items()},
