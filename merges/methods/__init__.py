@@ -18,6 +18,7 @@ from merges.methods import (  # noqa: F401
     karcher,
     knots,
     linear,
+    magnitude_prune,
     model_stock,
     multislerp,
     nearswap,
