@@ -17,7 +17,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def make_lora_adapter(base: Path, output: Path, seed: int, std: float = 0.05, **lora) -> Path:
-    """A PEFT LoRA adapter of `base` (LoraConfig(**lora)) with B ~ N(0, std²), seeded."""
+    """A PEFT LoRA adapter of `base` (LoraConfig(**lora)) with B ~ N(0, std²), seeded (for
+    embedding LoRA, which PEFT starts with A = 0, A and B both)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -27,7 +28,7 @@ def make_lora_adapter(base: Path, output: Path, seed: int, std: float = 0.05, **
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
-            if ".lora_B." in name or ".lora_embedding_B." in name:
+            if any(k in name for k in (".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.")):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
     peft_model.save_pretrained(output)
     return Path(output)

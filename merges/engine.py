@@ -28,7 +28,7 @@ from merges.checks import check_compatible, check_inputs, read_config, tokenizer
 from merges.device import resolve_device
 from merges.errors import MergeInputError
 from merges.io import ShardedWriter
-from merges.policy import tensor_role
+from merges.policy import is_block_linear, tensor_role
 from merges.spec import GENERATION_CONFIG_SOURCES, MergeSpec
 from merges.stream import Job, ReadAhead, row_blocks
 from merges.unit_merge import COPIED, TensorDiag, UnitMerger
@@ -111,11 +111,14 @@ def _check_generation_config_from(spec: MergeSpec) -> None:
 
 
 def _adapter_writer(spec, tmp, plan, base, roles, merger, rank) -> AdapterWriter:
-    """The adapter output: block weights factored, every other tensor with a Δ* kept if non-zero."""
+    """The adapter output: block Linear weights factored, every other tensor whose Δ* is not zero
+    (embeddings and lm_head included) kept whole."""
     writer = AdapterWriter(
         tmp,
         plan,
-        modules={n for n, r in roles.items() if r == "method" and len(base.shape(n)) == 2},
+        modules={
+            n for n, r in roles.items() if r == "method" and is_block_linear(n, base.shape(n))
+        },
         tracked={n for n, r in roles.items() if r not in ("base", COPIED)},
         out_dtype=merger.out_dtype,
         base_name=str(Path(spec.base).resolve()),

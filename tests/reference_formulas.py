@@ -540,6 +540,22 @@ def core_space(d, g, p, name="t", factors=None):
     return ub @ merged @ va.T
 
 
+def magnitude_prune(d, g, p):
+    """Exactly int(K·n) entries of largest |Δ_t| kept (PEFT's magnitude_based_pruning), then
+    λ Σ_t w_t δ_t (÷ Σ_t w_t with normalize)."""
+    dens = _per(p, "density", d.shape[0], 0.2)
+    out = np.zeros_like(d)
+    for t, x in enumerate(d):
+        if dens[t] >= 1:
+            out[t] = x
+            continue
+        idx = np.argsort(-np.abs(x).ravel(), kind="stable")[: int(dens[t] * x.size)]
+        flat = np.zeros(x.size)
+        flat[idx] = x.ravel()[idx]
+        out[t] = flat.reshape(x.shape)
+    return _combine(out, p, False, False)
+
+
 REFERENCES = {
     "average": average,
     "task_arithmetic": task_arithmetic,
@@ -571,4 +587,5 @@ REFERENCES = {
     "wudi": wudi,
     "knots": knots,
     "core_space": core_space,
+    "magnitude_prune": magnitude_prune,
 }

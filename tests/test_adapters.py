@@ -312,13 +312,14 @@ def _peft_merged(base, adapter):
 
 
 def test_adapter_output_is_exact_for_a_low_rank_merge_and_loads_in_peft(lora, tmp_path):
-    """TA of two rank-4 adapters has rank ≤ 8 = the default rank (Σ r_t): the adapter written
-    loads in PEFT unedited, and PEFT's W_0 + BA equals the same merge written as a full model."""
+    """TA of a rank-4 and a rank-8 adapter has rank ≤ 12 = the default rank (Σ r_t): the adapter
+    written loads in PEFT unedited, and PEFT's W_0 + BA (the embedding's update saved whole) equals
+    the same merge written as a full model, on every tensor."""
     base, adapters, _ = lora
     common = dict(
         method="task_arithmetic",
         base=base,
-        experts=[adapters["plain"], adapters["patterns"]],
+        experts=[adapters["plain"], adapters["few"]],
         device="cpu",
         dtype="float32",
     )
@@ -327,13 +328,17 @@ def test_adapter_output_is_exact_for_a_low_rank_merge_and_loads_in_peft(lora, tm
     )
     run_merge(MergeSpec(output=tmp_path / "full", **common), progress=False)
     out = rec["output"]
-    assert out["format"] == "adapter" and out["rank"] == 8 and out["min_kept_energy"] > 1 - 1e-9
+    assert out["format"] == "adapter" and out["rank"] == 12 and out["min_kept_energy"] > 1 - 1e-9
+    assert out["full_tensors"] == ["model.embed_tokens.weight"]
     assert not (tmp_path / "ad" / "config.json").exists()
     got, want, w0 = _peft_merged(base, tmp_path / "ad"), _weights(tmp_path / "full"), _weights(base)
     for t, w in want.items():
         d_want = w.double() - w0[t].double()
         err = float((got[t] - w.double()).abs().max())
         assert err <= 1e-5 * max(float(d_want.abs().max()), 1e-6), t
+    assert (
+        float((want["model.embed_tokens.weight"] - w0["model.embed_tokens.weight"]).abs().max()) > 0
+    )
 
 
 def test_adapter_output_by_energy_records_what_it_kept(lora, tmp_path):
