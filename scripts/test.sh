@@ -6,9 +6,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
-# mergekit, the peer whose own code tests/test_mergekit_parity.py runs: a test dependency, installed
-# beside the stack without its dependency pins (it runs with the project's torch and transformers).
-if ! .venv/bin/python -c "import mergekit.merge" 2>/dev/null; then
+# mergekit and PEFT, the peers whose own code tests/test_mergekit_parity.py and tests/test_peft_parity.py
+# run (PEFT also makes the adapters of tests/test_adapters.py): test dependencies, installed beside the
+# stack without their dependency pins (they run with the project's torch and transformers).
+if ! .venv/bin/python -c "import mergekit.merge, peft" 2>/dev/null; then
   .venv/bin/python -m pip install -q --no-deps mergekit==0.1.5 peft==0.21.2 accelerate==1.15.0 immutables==0.21 \
     || echo "warning: could not install mergekit; the parity test will say why"
 fi
