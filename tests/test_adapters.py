@@ -33,6 +33,19 @@ STATS_PROMPTS = "config/demo_calibration_prompts.jsonl"
 CHEAP = {"wudi": {"iterations": 20}}  # the equivalence holds for any parameters
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One BLAS and one intra-op thread: the tiny base's matrices are 128 wide, where thread
+    barriers cost far more than the arithmetic when the cores are shared."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 def _peft():
     try:
         import peft  # noqa: F401
