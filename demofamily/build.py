@@ -83,14 +83,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Path]:
-    """Write the data under `data_root` (evals/fixtures/demo, config/demo_calibration) and the
-    four model folders under `output`; return the folders."""
-    torch.manual_seed(r.seed)
-    torch.set_num_threads(r.threads)
-    torch.use_deterministic_algorithms(True)
-    parts = splits(r)
-    write_data(r, parts, data_root / "evals/fixtures", data_root / "config/demo_calibration")
+def training_text(r: Recipe, parts: dict) -> tuple[dict, list]:
+    """The family's training text: each domain's (prompt, completion) pairs rendered through its
+    expert's chat template, and the generic mix (plain documents and (prompt, answer) chat
+    documents of the midtraining share), from the training split alone."""
     render_tok = tiny_tokenizer()  # only renders chat templates (Jinja), vocabulary unused
     examples = {d: corpus.expert_examples(d, parts[d].train, r.seed) for d in DOMAINS}
     rendered = {
@@ -102,24 +98,64 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     midtrain = corpus.midtraining(
         render_tok, midtrain_examples, random.Random(r.seed), r.midtrain_docs, r.p_on_format
     )
-    mix = corpus.generic_mix(r.seed, r.mix_docs, visible, midtrain)
+    return rendered, corpus.generic_mix(r.seed, r.mix_docs, visible, midtrain)
+
+
+def tokenizer_texts(rendered: dict, mix: list) -> list[str]:
+    """The texts the family's tokenizer is trained on: the generic mix and the rendered examples."""
     texts = [d if isinstance(d, str) else "".join(d) for d in mix]
-    tok = train_tokenizer(
-        texts + [p + c for d in DOMAINS for p, c in rendered[d]],
-        r.vocab_size,
-        corpus.fixed_phrases(),
-    )
-    log(f"tokenizer: {len(tok)} tokens")
+    return texts + [p + c for d in DOMAINS for p, c in rendered[d]]
 
-    def enc(text):
-        return tok(text, add_special_tokens=False).input_ids
 
-    stream = []
-    for doc in mix:  # a chat document is prompt and answer tokenized apart, as at generation
-        ids = enc(doc) if isinstance(doc, str) else enc(doc[0]) + enc(doc[1])
-        stream += ids + [tok.eos_token_id]
+def encode(tok, r: Recipe, rendered: dict, mix: list) -> tuple[list, dict]:
+    """(chunks, sft): the generic mix as one EOS-separated token stream cut into `base_seq`
+    chunks, and each domain's examples as (prompt + completion ids, loss start)."""
+
+    def enc(texts: list[str]) -> list[list[int]]:
+        return tok(texts, add_special_tokens=False).input_ids if texts else []
+
+    # a chat document is prompt and answer tokenized apart, as at generation
+    docs = enc([d for doc in mix for d in ([doc] if isinstance(doc, str) else doc)])
+    stream, i = [], 0
+    for doc in mix:
+        n = 1 if isinstance(doc, str) else 2
+        stream += [t for ids in docs[i : i + n] for t in ids] + [tok.eos_token_id]
+        i += n
     chunks = [stream[i : i + r.base_seq] for i in range(0, len(stream) - r.base_seq, r.base_seq)]
-    sft = {d: [(enc(p) + enc(c), len(enc(p))) for p, c in rendered[d]] for d in DOMAINS}
+    sft = {}
+    for d in DOMAINS:
+        prompts, completions = enc([p for p, _ in rendered[d]]), enc([c for _, c in rendered[d]])
+        sft[d] = [(p + c, len(p)) for p, c in zip(prompts, completions, strict=True)]
+    return chunks, sft
+
+
+def expert_sampler(r: Recipe, sft: list, chunks: list):
+    """One expert's batches: `batch` sequences, a `replay` share of them generic-mix chunks."""
+    n_replay = round(r.batch * r.replay)
+
+    def sample(g: random.Random) -> list:
+        return g.sample(sft, r.batch - n_replay) + [(c, 0) for c in g.sample(chunks, n_replay)]
+
+    return sample
+
+
+def expert_seed(r: Recipe, domain: str) -> int:
+    """The seed of a domain's fine-tuning (its batch order; an adapter's initialisation too)."""
+    return r.seed + 1 + DOMAINS.index(domain)
+
+
+def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Path]:
+    """Write the data under `data_root` (evals/fixtures/demo, config/demo_calibration) and the
+    four model folders under `output`; return the folders."""
+    torch.manual_seed(r.seed)
+    torch.set_num_threads(r.threads)
+    torch.use_deterministic_algorithms(True)
+    parts = splits(r)
+    write_data(r, parts, data_root / "evals/fixtures", data_root / "config/demo_calibration")
+    rendered, mix = training_text(r, parts)
+    tok = train_tokenizer(tokenizer_texts(rendered, mix), r.vocab_size, corpus.fixed_phrases())
+    log(f"tokenizer: {len(tok)} tokens")
+    chunks, sft = encode(tok, r, rendered, mix)
     for d in DOMAINS:
         log(
             f"{d}: {len(sft[d])} examples, mean {sum(len(s) for s, _ in sft[d]) / len(sft[d]):.0f} tokens"
@@ -143,16 +179,10 @@ def build(output: Path, r: Recipe, log=print, data_root: Path = ROOT) -> list[Pa
     )
     base_state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     states = {"base": base_state}
-    for i, d in enumerate(DOMAINS):
+    for d in DOMAINS:
         model.load_state_dict({k: v.float() for k, v in base_state.items()})
-        n_replay = round(r.batch * r.replay)
-
-        def sample(g, d=d, n_replay=n_replay):
-            return g.sample(sft[d], r.batch - n_replay) + [
-                (c, 0) for c in g.sample(chunks, n_replay)
-            ]
-
-        fit(model, sample, r.expert_steps, r.expert_lr, tok.pad_token_id, r.seed + 1 + i, log, d)
+        sample = expert_sampler(r, sft[d], chunks)
+        fit(model, sample, r.expert_steps, r.expert_lr, tok.pad_token_id, expert_seed(r, d), log, d)
         states[d] = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     return save(output, states, cfg, tok, r)
 

@@ -25,3 +25,15 @@ class Recipe(pydantic.BaseModel):
     replay: float = 0.25
     n_eval: int = 50
     n_dev: int = 30
+
+
+class LoraRecipe(pydantic.BaseModel):
+    """The adapted experts' recipe (`python -m demofamily build-adapters`): a PEFT LoRA adapter of
+    the shipped base per domain, on the data and batches of that domain's full expert."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_steps: int = 300
+    lora_lr: float = 1e-2

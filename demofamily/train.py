@@ -57,9 +57,11 @@ def _batch(seqs: list[tuple[list[int], int]], pad: int):
 
 
 def fit(model, sample, steps: int, lr: float, pad: int, seed: int, log, name: str) -> None:
-    """AdamW with warmup and cosine decay; `sample(rng)` returns one batch of (ids, loss start)."""
+    """AdamW with warmup and cosine decay on the parameters that require gradients (all of a full
+    model, an adapter's own); `sample(rng)` returns one batch of (ids, loss start)."""
     rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     model.train()
     t0, ema = time.perf_counter(), None
     for step in range(steps):
@@ -69,7 +71,7 @@ def fit(model, sample, steps: int, lr: float, pad: int, seed: int, log, name: st
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         value = float(loss.detach())
         ema = value if ema is None else 0.95 * ema + 0.05 * value
