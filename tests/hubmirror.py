@@ -3,6 +3,7 @@
 `build_mirror(root)` writes non-bare git repositories under `root/{models,datasets}/ORG/NAME`, as
 olah 0.5.4 serves them offline (its config names the folder in `mirrors-path`):
 
+- a PEFT LoRA adapter repo (`LORA`) holding the demo family's Math adapter, as uploaded;
 - the four Table 1 model ids holding the demo family (`demofamily/models/{base,math,code,if}`):
   weights in two shards with their index, as the real checkpoints are sharded, stored as Git LFS
   pointers with the objects under `.git/lfs/objects/aa/bb/OID`; two commits each, the second
@@ -44,6 +45,10 @@ MODELS = {
     "allenai/Olmo-3-7B-RL-Zero-Code": "code",
     "allenai/Olmo-3-7B-RL-Zero-IF": "if",
 }
+# a PEFT LoRA adapter repo of the base: the demo family's Math adapter
+LORA, LORA_FOLDER = "mergeeval-demo/Olmo-3-7B-Math-LoRA", "lora_math"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja")  # fmt: skip
 DOLCI = {d: f"allenai/Dolci-RL-Zero-{d}-7B" for d in ("Math", "Code", "IF")}
 IFEVAL, AIME = "google/IFEval", "allenai/aime-2021-2025"
 IFEVAL_LIKE = "argilla/ifeval-like-data"  # table1_dev's instruction-following set
@@ -153,6 +158,14 @@ def model_files(folder: Path) -> dict[str, bytes]:
     files.update(shard_safetensors((folder / "model.safetensors").read_bytes(), SHARDS))
     files["generation_config.json"] = (folder / "generation_config.json").read_bytes()
     return files
+
+
+def build_adapter(root: Path, repo_id: str, folder: Path) -> list[str]:
+    """An adapter repo: the folder's PEFT files as they are (one commit)."""
+    repo = new_repo(root, "models", repo_id)
+    files = {n: (folder / n).read_bytes() for n in ADAPTER_FILES if (folder / n).exists()}
+    files |= {".gitattributes": GITATTRIBUTES, "README.md": card(repo_id)}
+    return [commit(repo, files, "upload the adapter", "2025-11-22T10:00:00+00:00")]
 
 
 def build_model(root: Path, repo_id: str, folder: Path) -> list[str]:
@@ -285,7 +298,7 @@ class Mirror:
     commits: dict[str, list[str]] = field(default_factory=dict)  # repo id -> commits, oldest first
 
     def repo(self, repo_id: str) -> Path:
-        kind = "models" if repo_id in MODELS else "datasets"
+        kind = "models" if repo_id in MODELS or repo_id == LORA else "datasets"
         return self.root / kind / repo_id
 
     def main(self, repo_id: str) -> str:
@@ -313,6 +326,7 @@ def build_mirror(root: Path) -> Mirror:
     mirror = Mirror(Path(root))
     for repo_id, name in MODELS.items():
         mirror.commits[repo_id] = build_model(mirror.root, repo_id, DEMO_MODELS / name)
+    mirror.commits[LORA] = build_adapter(mirror.root, LORA, DEMO_MODELS / LORA_FOLDER)
     mirror.commits[IFEVAL] = build_dataset(
         mirror.root, IFEVAL, {"ifeval_input_data.jsonl": jsonl(ifeval_rows())}
     )

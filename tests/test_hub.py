@@ -29,6 +29,7 @@ from tests.hubmirror import (
     DOLCI,
     IFEVAL,
     IFEVAL_LIKE,
+    LORA,
     aime_rows,
     git,
     hub_env,
@@ -230,6 +231,29 @@ def kill_halfway(hub, env, repo_id: str, out: Path) -> list:
     assert not out.exists() and out.parent.joinpath(f".{out.name}.download").is_dir()
     hub.proxy.reset()
     return requests
+
+
+def test_a_hub_adapter_downloads_at_its_commit_and_merges(hub, env, tmp_path):
+    """A PEFT adapter repo comes down like a model (its adapter files, source.json with the commit)
+    and merges with the downloaded base as an expert, recorded as an adapter in merge.json."""
+    (pinned,) = hub.mirror.commits[LORA]
+    r = download(env, LORA, pinned, tmp_path / "lora")
+    assert r.returncode == 0, r.stderr
+    got = {p.name for p in (tmp_path / "lora").iterdir()}
+    assert got == set(needed_files(hub, LORA, pinned)) | {"source.json"}
+    assert "adapter_model.safetensors" in got
+    source = json.loads((tmp_path / "lora" / "source.json").read_text())
+    assert source == {"repo_id": LORA, "revision": pinned, "commit": pinned}
+    base_commit = hub.mirror.commits[BASE][0]
+    assert download(env, BASE, base_commit, tmp_path / "base").returncode == 0
+    r = run(
+        env, "merges", "run", "--method", "task_arithmetic", "--base", tmp_path / "base",
+        "--expert", tmp_path / "lora", "--output", tmp_path / "merged", "--device", "cpu",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "merged" / "merge.json").read_text())
+    expert = record["experts"][0]
+    assert expert["adapter"]["lora_modules"] == 28 and expert["commit"] == pinned
 
 
 def test_interrupted_download_resumes_without_fetching_finished_files(hub, env, tmp_path):
