@@ -20,7 +20,6 @@ from safetensors.torch import save_file
 
 from merges.adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PREFIX
 from merges.errors import MergeInputError
-from merges.linalg import top_svd
 
 WEIGHT = ".weight"
 
@@ -83,7 +82,9 @@ class AdapterWriter:
     def _factor(self, name: str, delta: torch.Tensor) -> None:
         d = delta.to(torch.float64)
         total = float(d.square().sum())
-        u, s, v = top_svd(d, None, rank_eps=torch.finfo(torch.float32).eps)
+        u, s, vh = torch.linalg.svd(d, full_matrices=False)  # fp64, exact (no Gram route)
+        keep = int((s > max(d.shape) * torch.finfo(torch.float32).eps * s[0]).sum()) if total else 0
+        u, s, v = u[:, :keep], s[:keep], vh[:keep].T  # the numerical rank of fp32 data
         energy = torch.cumsum(s.square(), 0)
         if self.rank is not None:
             k = min(self.rank, s.numel())

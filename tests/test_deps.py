@@ -9,6 +9,8 @@ from merges.deps import code_record
 
 ENGINE = {
     "merges/__init__.py",
+    "merges/adapter.py",
+    "merges/adapter_out.py",
     "merges/device.py",
     "merges/checks.py",
     "merges/engine.py",
@@ -37,7 +39,12 @@ ENGINE = {
         ("merges.methods.average", {"merges/methods/average.py"}),
         (
             "merges.methods.dare",
-            {"merges/methods/dare.py", "merges/methods/ties.py", "merges/gta.py"},
+            {
+                "merges/methods/dare.py",
+                "merges/methods/ties.py",
+                "merges/gta.py",
+                "merges/factor_merge.py",
+            },
         ),
         (
             "merges.methods.dare_ties",
@@ -47,6 +54,7 @@ ENGINE = {
                 "merges/methods/dare.py",
                 "merges/methods/ties.py",
                 "merges/gta.py",
+                "merges/factor_merge.py",
             },
         ),
         ("merges.methods.slerp", {"merges/methods/slerp.py"}),

@@ -2,8 +2,7 @@ import torch
 from pydantic import Field
 
 from merges import gta
-from merges.methods.dare import dare_mask
-from merges.methods.task_arithmetic import (
+from merges.factor_merge import (
     On,
     factors_only,
     merge_factors,
@@ -11,6 +10,7 @@ from merges.methods.task_arithmetic import (
     on_field,
     weighted_sum,
 )
+from merges.methods.dare import dare_mask
 from merges.registry import (
     FactoredTask,
     PerExpert,

@@ -3,8 +3,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from merges import gta
+from merges.factor_merge import factors_only, merge_factors
 from merges.methods.dare_linear import DareLinearParams, drop_and_rescale, drop_factors_
-from merges.methods.task_arithmetic import factors_only, merge_factors
 from merges.methods.ties import Majority, check_peft_options, majority_field, peft_disjoint
 from merges.registry import FactoredTask, TensorTask, expert_values, register, register_factored
 

@@ -1,7 +1,7 @@
 from pydantic import Field, model_validator
 
 from merges.errors import MergeInputError
-from merges.methods.task_arithmetic import On, factors_only, merge_factors, on_field, weighted_sum
+from merges.factor_merge import On, factors_only, merge_factors, on_field, weighted_sum
 from merges.registry import (
     FactoredTask,
     Params,

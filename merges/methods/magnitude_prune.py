@@ -1,7 +1,7 @@
 from pydantic import Field
 
 from merges import gta
-from merges.methods.task_arithmetic import (
+from merges.factor_merge import (
     On,
     factors_only,
     merge_factors,

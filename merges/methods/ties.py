@@ -4,7 +4,7 @@ import torch
 from pydantic import Field, model_validator
 
 from merges import gta
-from merges.methods.task_arithmetic import On, factors_only, merge_factors, on_field
+from merges.factor_merge import On, factors_only, merge_factors, on_field
 from merges.registry import (
     FactoredTask,
     Params,
