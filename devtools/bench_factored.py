@@ -1,6 +1,6 @@
 """Dense vs exact factored merge of LoRA experts at OLMo-3-7B widths: time and peak memory per block.
 
-    python -m devtools.bench_factored [--methods actmat,tsv,cart,ace] [--rank 16] [--experts 3]
+    python -m devtools.bench_factored [--methods actmat,tsv,cart,ace,iso_c,iso_cts] [--rank 16] [--experts 3]
 
 Each (method, shape, path) runs in a fresh subprocess: T random factor pairs (B_t [m, r] fp64,
 A_t [r, n] fp64, Δ_t entries ≈ 1e-3); the dense path gets the stack of B_t A_t in fp32 with
@@ -9,7 +9,8 @@ not timed. A small merge of the same method first takes the library warm-up. Pea
 ru_maxrss after the merge minus ru_maxrss before it (the inputs allocated without temporaries, so
 the high-water mark before equals the resident set; `hwm_gap` reports any difference): what the
 merge adds above its inputs. The factored result is compared with the dense one (relative
-Frobenius difference).
+Frobenius difference). Each method runs with its default parameters, except those in PARAMS
+(Iso-C and Iso-CTS: `rank: numerical`, the variant that has a factored path).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
+METHODS = "actmat,tsv,cart,ace,iso_c,iso_cts"
+PARAMS = {"iso_c": {"rank": "numerical"}, "iso_cts": {"rank": "numerical"}}
 
 
 def _rss_kb() -> int:
@@ -71,7 +74,7 @@ def measure_one(args) -> dict:
     m, n = args.shape
     factors = _factors(m, n, args.rank, args.experts)
     meth = registry.methods()[args.method]
-    params = meth.parse_params({})
+    params = meth.parse_params(PARAMS.get(args.method, {}))
     fn = meth.factored if args.path == "factored" else meth.fn
     fn(_task(args.method, args.path, _factors(64, 96, 4, args.experts, 1), (64, 96)), params)
     times, out, info = [], None, {}
@@ -113,7 +116,7 @@ def measure_one(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default="actmat,tsv,cart,ace")
+    ap.add_argument("--methods", default=METHODS)
     ap.add_argument("--shapes", default=",".join(f"{m}x{n}" for m, n in SHAPES))
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--experts", type=int, default=3)
@@ -172,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     fs, ratio = f"{f['seconds']:.3f}", f"{d['seconds'] / f['seconds']:.0f}×"
                     fpk, diff = f"{f['peak_mb']:.0f}", f"{f.get('rel_diff', float('nan')):.1e}"
+                label = " ".join([method, *(f"{k} {v}" for k, v in PARAMS.get(method, {}).items())])
                 rows.append(
-                    f"| {method} | {m}×{n} | {d['seconds']:.2f} | {fs} | {ratio} "
+                    f"| {label} | {m}×{n} | {d['seconds']:.2f} | {fs} | {ratio} "
                     f"| {d['peak_mb']:.0f} | {fpk} | {diff} |"
                 )
     print(f"# load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
