@@ -128,6 +128,8 @@ def cmd_report(args) -> int:
         paper_rows=key_values(args.paper_row, "--paper-row", "ROW=REFERENCE_ROW"),
         fingerprints=Path(args.fingerprints) if args.fingerprints else None,
         sweeps=_pairs(args.sweep, "--sweep"),
+        blocks=key_values(args.block, "--block", "ROW=GROUP"),
+        block_titles=key_values(args.block_title, "--block-title", "GROUP=TITLE"),
     )
     print(
         f"wrote {args.output}.{{md,csv,json,png}}; {len(rec['moved'])} cell(s) moved beyond the noise band"
@@ -297,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ROW=REFERENCE_ROW",
         help="compare ROW with this row of the suite's reference table (default: ROW's own)",
+    )
+    r.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="ROW=GROUP",
+        help="ROW belongs to the block of an expert group (its own section of the report)",
+    )
+    r.add_argument(
+        "--block-title",
+        action="append",
+        default=[],
+        metavar="GROUP=TITLE",
+        help="the heading of a group's block (default: the group's name)",
     )
     r.set_defaults(fn=cmd_report)
 

@@ -201,8 +201,13 @@ def to_markdown(
     band: Band = 0.5,
     recipes: dict[str, str] | None = None,
     paper_rows: dict[str, str] | None = None,
+    blocks: dict[str, str] | None = None,
+    block_titles: dict[str, str] | None = None,
 ) -> str:
-    main = [r for r in table if "@" not in r]
+    """The report's markdown: the main rows, each expert group's block (its own expert row and
+    merges, no paper numbers: the paper's rows are full fine-tunes), then the template effect."""
+    blocks = blocks or {}
+    main = [r for r in table if "@" not in r and r not in blocks]
     other = [r for r in table if "@" in r]
     lines = [
         f"# {title}",
@@ -211,6 +216,14 @@ def to_markdown(
         "",
         *_rows_md(table, cols, main, paper, baseline, band, None, recipes, paper_rows),
     ]
+    for group in dict.fromkeys(blocks.values()):
+        rows = [r for r in table if blocks.get(r) == group]
+        lines += [
+            "",
+            f"## {(block_titles or {}).get(group, f'Expert group `{group}`')}",
+            "",
+            *_rows_md(table, cols, rows, None, baseline, band, None, recipes),
+        ]
     if other:
         policy = other[0].split("@", 1)[1]
         lines += [
@@ -270,6 +283,8 @@ def write_report(
     paper_rows: dict[str, str] | None = None,
     fingerprints: Path | None = None,
     sweeps: dict[str, Path] | None = None,
+    blocks: dict[str, str] | None = None,
+    block_titles: dict[str, str] | None = None,
 ) -> dict:
     """Write out_prefix.{md,csv,json,png}; return the JSON record. `suite` is a suite name or file:
     its benchmarks are the columns, its headlines the metrics, its reference table the paper's."""
@@ -310,6 +325,7 @@ def write_report(
         "paper": paper,
         "recipes": recipes or {},
         "paper_rows": paper_rows or {},
+        "blocks": blocks or {},
         "baseline": {"path": str(baseline), "band": band, "table": base} if base else None,
         "moved": sorted(
             [m["row"], m["column"], m["delta"]] for m in changes if m["column"] is not None
@@ -337,7 +353,9 @@ def write_report(
     )
     swept, record["sweeps"] = sweep_report(sweeps or {}, table, out_prefix.parent / "sweeps")
     weights += swept
-    md = to_markdown(table, cols, title, notes, paper, base, band, recipes, paper_rows)
+    md = to_markdown(
+        table, cols, title, notes, paper, base, band, recipes, paper_rows, blocks, block_titles
+    )
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_prefix.with_suffix(".csv"), to_csv(table, cols))
     write_text_atomic(out_prefix.with_suffix(".md"), md + "".join(f"{x}\n" for x in weights))

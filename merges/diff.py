@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from merges.errors import MergeInputError
+from merges.adapter import is_adapter
 from merges.io import INDEX_NAME, SINGLE_NAME, Checkpoint
 
 TINY = 1e-30  # floor of the reference norm: an all-zero reference gives a huge, finite ratio
@@ -30,6 +31,12 @@ def open_folder(role: str, path: Path) -> Checkpoint:
         what = "does not exist" if not path.exists() else "is not a folder"
         raise MergeInputError(
             f"diff {role} {path} {what}; give a model folder with {SINGLE_NAME} or {INDEX_NAME}"
+        )
+    if is_adapter(path):
+        raise MergeInputError(
+            f"diff {role}: {path} is a PEFT LoRA adapter, and diff compares stored weights of full "
+            "model folders; compare adapters by their ΔW with `python -m merges fingerprint "
+            f"{path} --base BASE --baseline FINGERPRINTS.json`, or fold the adapter into its base first"
         )
     try:
         return Checkpoint(path)

@@ -123,8 +123,19 @@ def check(config: dict) -> None:
                 f"stats.recipes.{name}.template_from",
                 f"{src!r} is none of expert, tokenizer_from or an expert ({', '.join(experts)})",
             )
+    main = main_experts(models)
+    groups = {g for e in experts if (g := models["experts"][e].get("group"))}
+    taken = set(config["merges"]) & {f"expert_{g}" for g in groups}
+    if taken:
+        raise ConfigError(f"merges.{min(taken)}", "a merge may not have a group's expert-row name")
     for mid, m in config["merges"].items():
-        chosen = m.get("experts") or list(experts)
+        if not m.get("experts") and not main and "method" in m:
+            raise ConfigError(
+                f"merges.{mid}.experts",
+                "every expert has a group, so a merge names its experts (default: the experts "
+                "outside any group)",
+            )
+        chosen = m.get("experts") or main
         stray = [e for e in chosen if e not in experts]
         if stray:
             raise ConfigError(
@@ -138,7 +149,7 @@ def check(config: dict) -> None:
         except InputError as e:
             raise ConfigError(f"merges.{mid}", str(e)) from None
         if method.needs_stats:
-            _check_prompts(config, mid, m["method"], experts)
+            _check_prompts(config, mid, m["method"], chosen)
             _check_recipe(config, mid, m.get("stats", "per_expert"))
         elif "stats" in m:
             raise ConfigError(f"merges.{mid}.stats", f"method {m['method']!r} uses no statistics")
@@ -337,8 +348,31 @@ def load(config: dict) -> dict:
     check_loaded(config, "the run config", lambda msg: ConfigError("(top level)", msg))
     config = validate_schema(config)
     expand_mergekit_configs(config)
+    expand_expert_groups(config)
     check(config)
     return config
+
+
+def main_experts(models: dict) -> list[str]:
+    """The experts outside any group: a merge's default experts and the expert row."""
+    return [e for e, entry in models["experts"].items() if not entry.get("group")]
+
+
+def expand_expert_groups(config: dict) -> None:
+    """`merges.ID.experts: GROUP` (a group's name instead of a list) becomes the group's experts."""
+    experts = config["models"]["experts"]
+    for mid, m in config["merges"].items():
+        group = m.get("experts")
+        if isinstance(group, str):
+            members = [e for e, entry in experts.items() if entry.get("group") == group]
+            if not members:
+                known = sorted({g for entry in experts.values() if (g := entry.get("group"))})
+                raise ConfigError(
+                    f"merges.{mid}.experts",
+                    f"{group!r} is no expert group (groups: {', '.join(known) or 'none'}); "
+                    "give a list of experts or a group of models.experts",
+                )
+            m["experts"] = members
 
 
 def _check_sweeps(config: dict, suite):

@@ -15,7 +15,7 @@ from evals.registry import Suite, get_suite
 from merges.adapter import is_adapter
 from merges.hub import slug
 from merges.registry import get_method
-from pipeline.config import STATS_RECIPES, load
+from pipeline.config import STATS_RECIPES, load, main_experts
 from pipeline.plan_sweeps import SweepPlan
 from pipeline.preflight import Download, preflight
 from pipeline.revisions import hub_inputs, lock_revisions, resolve_on_hub, unpinned
@@ -140,7 +140,10 @@ class Plan(SweepPlan):
     @property
     def variants(self) -> list[str]:
         """Rows also scored under the other template policy: the models "NAME@POLICY"."""
-        return [f"{m}@{self.compare}" for m in ["base", *self.merges]] if self.compare else []
+        if not self.compare:
+            return []
+        main = [m for m in self.merges if self.merge_group(m) is None]
+        return [f"{m}@{self.compare}" for m in ["base", *main]]
 
     @property
     def eval_models(self) -> list[str]:
@@ -184,10 +187,30 @@ class Plan(SweepPlan):
             return None
         return self.entries[merge_id].get("stats", "per_expert")
 
+    def group(self, expert: str) -> str | None:
+        """The expert's `group` (a block of the table of its own), None for the main experts."""
+        return self.models["experts"][expert].get("group")
+
+    @property
+    def main_experts(self) -> list[str]:
+        """The experts outside any group: the expert row, and a merge's default experts."""
+        return main_experts(self.models)
+
+    @property
+    def groups(self) -> list[str]:
+        """The expert groups, in the order of their first expert."""
+        return list(dict.fromkeys(g for e in self.experts if (g := self.group(e)) is not None))
+
     def merge_experts(self, merge_id: str) -> list[str]:
-        """The experts a merge combines: `merges.ID.experts` (in the run's expert order), else all."""
+        """The experts a merge combines: `merges.ID.experts` (in the run's expert order), else
+        every expert outside a group."""
         chosen = self.entries[merge_id].get("experts")
-        return [e for e in self.experts if e in chosen] if chosen else list(self.experts)
+        return [e for e in self.experts if e in chosen] if chosen else self.main_experts
+
+    def merge_group(self, merge_id: str) -> str | None:
+        """The block a merge's row is in: the group of its experts when they all share one."""
+        groups = {self.group(e) for e in self.merge_experts(merge_id)}
+        return groups.pop() if len(groups) == 1 else None
 
     def merge_stats(self, merge_id: str) -> list[str]:
         """Statistics folders a merge reads, one per expert in order (none for data-free methods)."""
@@ -287,7 +310,13 @@ class Plan(SweepPlan):
         return f"results/{self.run}/samples/{model}"
 
     def domain_templates(self) -> dict[str, str]:
-        return {self.domain(e): self.model_dir(e) for e in self.experts}
+        """{domain: the folder of its expert's chat template}: the main experts', then a group's
+        expert for a domain no main expert has."""
+        ordered = [*self.main_experts, *(e for e in self.experts if self.group(e) is not None)]
+        templates: dict[str, str] = {}
+        for e in ordered:
+            templates.setdefault(self.domain(e), self.model_dir(e))
+        return templates
 
     def template_options(self, model: str) -> dict:
         """A generation target's template fields (evals.generate.Target)."""
@@ -484,22 +513,35 @@ class Plan(SweepPlan):
         """Every cell of the table: zero-shot, the expert row (each benchmark from the expert of
         its domain), each merge, and the same rows under the compared template policy."""
         cells = [Cell("zero_shot", b, "base") for b in self.benchmarks]
-        for b in self.benchmarks:
-            owners = [e for e in self.experts if self.domain(e) == self.suite.benchmark(b).domain]
-            if owners:
-                cells.append(Cell("expert", b, owners[0]))
+        for group in [None, *self.groups]:
+            members = [e for e in self.experts if self.group(e) == group]
+            for b in self.benchmarks:
+                owners = [e for e in members if self.domain(e) == self.suite.benchmark(b).domain]
+                if owners:
+                    cells.append(Cell(self.expert_row(group), b, owners[0]))
         cells += [Cell(mid, b, mid) for mid in self.merges for b in self.benchmarks]
-        if self.compare:
-            cells += [
-                Cell(f"zero_shot@{self.compare}", b, f"base@{self.compare}")
-                for b in self.benchmarks
-            ]
-            cells += [
-                Cell(f"{m}@{self.compare}", b, f"{m}@{self.compare}")
-                for m in self.merges
-                for b in self.benchmarks
-            ]
+        for m in self.variants:  # the rows under the compared policy: "zero_shot@P", "MERGE@P"
+            name, policy = m.split("@")
+            row = f"zero_shot@{policy}" if name == "base" else m
+            cells += [Cell(row, b, m) for b in self.benchmarks]
         return cells
+
+    @staticmethod
+    def expert_row(group: str | None) -> str:
+        """The expert row of the main experts ("expert") or of a group ("expert_GROUP")."""
+        return "expert" if group is None else f"expert_{group}"
+
+    def block_rows(self) -> dict[str, str]:
+        """{row: group} for the rows of a group's block (its expert row and its merges)."""
+        rows = {self.expert_row(g): g for g in self.groups}
+        return rows | {m: g for m in self.merges if (g := self.merge_group(m)) is not None}
+
+    def block_title(self, group: str) -> str:
+        """The heading of a group's block in the report."""
+        members = [e for e in self.experts if self.group(e) == group]
+        if all(self.is_adapter(e) for e in members):
+            return f"Adapted experts (group `{group}`): PEFT LoRA adapters of the base, and their merges"
+        return f"Expert group `{group}`: its experts and their merges"
 
     def evalplus_benchmarks(self) -> list[str]:
         """The suite's benchmarks read from an EvalPlus release (HumanEval, HumanEval+)."""
@@ -549,4 +591,6 @@ class Plan(SweepPlan):
                 for mid, m in self.merges.items()
                 if "paper_row" in m
             ],
+            *[("--block", f"{row}={g}") for row, g in self.block_rows().items()],
+            *[("--block-title", f"{g}={self.block_title(g)}") for g in self.groups],
         )

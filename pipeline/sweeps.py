@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mergeeval.errors import InputError
 from merges.registry import get_method
+from pipeline.config import main_experts
 
 BOUNDS = (("exclusiveMinimum", "<"), ("minimum", "≤"))
 UPPER = (("exclusiveMaximum", "<"), ("maximum", "≤"))
@@ -85,7 +86,7 @@ def expand(config: dict) -> dict[str, list[Point]]:
         if "method" not in merge:
             raise SweepError(where, f"merge {mid!r} is a mergekit config; sweep a method entry")
         method = get_method(merge["method"])
-        experts = merge.get("experts") or list(config["models"]["experts"])
+        experts = merge.get("experts") or main_experts(config["models"])
         grid = sweep["grid"]
         for key, values in grid.items():
             name, _, expert = key.partition(".")

@@ -54,7 +54,7 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     # selected point), validation-only generation for the points, test generation for the rows
     plan = snakemake("-n", "--cores", "2", cwd=repo)
     jobs = job_counts(plan.stdout + plan.stderr)
-    assert jobs["merge_model"] == len(cfg["merges"]) - len(sweeps) + len(points) == 39, jobs
+    assert jobs["merge_model"] == len(cfg["merges"]) - len(sweeps) + len(points) == 48, jobs
     assert jobs["selected_merge"] == jobs["select_point"] == len(sweeps) == 3, jobs
     r = snakemake("--cores", "2", cwd=repo, timeout=3600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -112,10 +112,14 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     assert plan.returncode == 0, out[-3000:]
     jobs = job_counts(out)
     ta_points = {p.id for p in points if p.merge == "task_arithmetic"}
-    assert scheduled_merges(out, "demo") == {"task_arithmetic", *ta_points}
-    # the test batch that holds task_arithmetic and the validation batch of its points
-    held = [k for k, v in requests.items() if v & ({"task_arithmetic"} | ta_points)]
-    assert jobs["generate_samples"] == jobs["score_samples"] == len(held) == 2, (jobs, held)
+    # the merges of the method: the swept row and the adapted-experts block's two (one written
+    # as an adapter); every other merge stays
+    ta_rows = {m for m, e in cfg["merges"].items() if e.get("method") == "task_arithmetic"}
+    assert ta_rows == {"task_arithmetic", "lora_task_arithmetic", "lora_ta_adapter"}
+    assert scheduled_merges(out, "demo") == ta_rows | ta_points
+    # the test batches that hold them and the validation batch of the points
+    held = [k for k, v in requests.items() if v & (ta_rows | ta_points)]
+    assert jobs["generate_samples"] == jobs["score_samples"] == len(held) == 3, (jobs, held)
     assert "collect_stats" not in jobs
     # a new baseline reruns the fingerprint check (cheap) of every merge job and of the broken
     # swept row, never a generation beyond the batch (the other swept rows, copies of their points
@@ -144,35 +148,40 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     regenerated = {Path(t["output"]).name for t in manifest["targets"] if t["generated"]}
     assert regenerated == {"task_arithmetic", "task_arithmetic@paper"}, manifest
     assert len(manifest["targets"]) > 2
+    lora = next(
+        json.loads(p.read_text())
+        for p in (repo / "results/demo/batches/generate").glob("batch*.json")
+        if '/lora_task_arithmetic"' in p.read_text()
+    )
+    regenerated = {Path(t["output"]).name for t in lora["targets"] if t["generated"]}
+    assert regenerated == {"lora_task_arithmetic", "lora_ta_adapter"}, lora
 
     record = json.loads((repo / "results/demo/table1.json").read_text())
     weights = record["fingerprints"]["merges"]
-    assert (
-        weights["task_arithmetic"]["status"] == "moved"
-        and weights["task_arithmetic"]["scores_moved"]
-    )
+    assert all(weights[m]["status"] == "moved" and weights[m]["scores_moved"] for m in ta_rows)
     assert all(w["status"] == "moved" and w["scores_moved"] is None for m, w in weights.items()
                if m in ta_points)  # fmt: skip
     assert all(
         w["status"] == "identical"
         for m, w in weights.items()
-        if m != "task_arithmetic" and m not in ta_points
+        if m not in ta_rows and m not in ta_points
     )
     moved_rows = {row for row, _, _ in record["moved"]}
-    assert moved_rows == {"task_arithmetic", "task_arithmetic@paper"}, record["moved"]
+    assert moved_rows == ta_rows | {"task_arithmetic@paper"}, record["moved"]
     md = (repo / "results/demo/table1.md").read_text()
     for line in md.split("## Sweeps")[0].splitlines():  # the score tables
         if line.startswith("| "):
-            assert ("**moved" in line) == line.startswith(
-                ("| task_arithmetic |", "| task_arithmetic@paper |")
-            ), line
+            row = line.split("|")[1].strip()
+            assert ("**moved" in line) == (row in moved_rows), line
     assert (
         re.search(r"- \*\*task_arithmetic\*\*: \d+ tensors moved", md)
         and "its scores moved too" in md
     )
     said = compare(repo, table, baseline, str(EXPECTED / "band.csv"))
     assert said.returncode == 1 and "task_arithmetic" in said.stdout
-    assert all("task_arithmetic" in line for line in said.stdout.splitlines()[1:]), said.stdout
+    assert {line.split(":")[0].split()[0] for line in said.stdout.splitlines()[1:]} == moved_rows, (
+        said.stdout
+    )
     assert read_table(table)["average"] == read_table(baseline)["average"]
 
     # undo the break: the branch reruns and the table comes back byte for byte

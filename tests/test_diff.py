@@ -236,6 +236,11 @@ def test_bad_input_exits_2_with_one_message(tmp_path, capsys):
     assert f"diff A {weights} is not a folder; give a model folder" in _error(capsys)
     assert main(["diff", str(a), str(tmp_path / "nowhere")]) == 2
     assert "diff B " in (msg := _error(capsys)) and "does not exist" in msg
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    assert main(["diff", str(a), str(adapter)]) == 2
+    assert "diff B: " in (msg := _error(capsys)) and "is a PEFT LoRA adapter" in msg
     (tmp_path / "empty").mkdir()
     assert main(["diff", str(a), str(a), "--base", str(tmp_path / "empty")]) == 2
     assert "diff --base: " in (msg := _error(capsys)) and "model.safetensors" in msg

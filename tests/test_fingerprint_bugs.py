@@ -1,7 +1,7 @@
 """The fingerprint check catches the small bugs a user makes in a method's arithmetic: one line of a
 copy of the code changed, the demo's merge rerun and fingerprinted against the committed baseline
 (config/demo_expected/fingerprints.json). The merge is named MOVED with its tensors; the same code
-unchanged is identical to the baseline."""
+unchanged is identical to the baseline, for a full model and for a merge written as a LoRA adapter."""
 
 import json
 import shutil
@@ -36,7 +36,14 @@ BUGS = {
         "k = min(m, n) // t_count",
         "k = min(m, n) // t_count - 1",
     ),
+    "dropped alpha/r": (
+        "lora_task_arithmetic",
+        "merges/adapter.py",
+        "else alpha / rank",
+        "else alpha",
+    ),
     "unchanged": ("ties", None, None, None),
+    "unchanged adapter output": ("lora_ta_adapter", None, None, None),
 }
 
 

@@ -25,22 +25,38 @@ def _repo_cwd(monkeypatch):
 def test_demo_plan_rows_templates_and_resources():
     plan = Plan(cfg("demo"))
     merges = list(cfg("demo")["merges"])
+    main = [m for m in merges if not m.startswith("lora_")]  # the adapted-experts block: lora_*
+    adapters = ["math_lora", "code_lora", "if_lora"]
     assert plan.eval_models == [
-        "base", "math", "code", "if", *merges, "base@paper", *(f"{m}@paper" for m in merges)
+        "base", "math", "code", "if", *adapters, *merges, "base@paper", *(f"{m}@paper" for m in main)
     ]  # fmt: skip
     cells = plan.report_cells()
     rows = list(dict.fromkeys(c.row for c in cells))
     assert rows == [
         "zero_shot",
         "expert",
+        "expert_lora",
         *merges,
         "zero_shot@paper",
-        *(f"{m}@paper" for m in merges),
+        *(f"{m}@paper" for m in main),
     ]
     expert = {c.benchmark: c.model for c in cells if c.row == "expert"}
     assert expert == {
         "humaneval": "code", "humanevalplus": "code", "aime24": "math", "aime25": "math", "ifeval": "if"
     }  # fmt: skip
+    adapted = {c.benchmark: c.model for c in cells if c.row == "expert_lora"}
+    assert adapted == {b: f"{e}_lora" for b, e in expert.items()}
+    assert plan.block_rows() == {"expert_lora": "lora"} | {
+        m: "lora" for m in merges if m not in main
+    }
+    assert plan.merge_experts("ties") == [
+        "math",
+        "code",
+        "if",
+    ]  # a merge's default: the main experts
+    assert plan.merge_experts("lora_ties") == adapters  # `experts: lora`, the group's
+    assert plan.is_adapter("math_lora") and plan.is_adapter("lora_ta_adapter")
+    assert not plan.is_adapter("lora_ties")
     assert plan.row_benchmarks("code") == ["humaneval", "humanevalplus"]
     assert plan.row_benchmarks("ties@paper") == plan.benchmarks
     # per_task (the demo's policy): every expert's folder by domain; @paper: the stored template,

@@ -107,3 +107,81 @@ def test_adapter_config_errors_name_the_key(change, key, match, tmp_path):
     with pytest.raises(ConfigError, match=match) as e:
         Plan(cfg)
     assert str(e.value).startswith(f"config error at {key}:")
+
+
+def _grouped(tmp_path) -> dict:
+    """Full experts and, beside them, a group of adapters (the demo's adapted-experts block)."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    for d in ("math", "code"):
+        cfg["models"]["experts"][f"{d}_lora"] = {
+            "path": str(_adapter(tmp_path / f"lora_{d}")),
+            "domain": d,
+            "group": "lora",
+        }
+    cfg["merges"] = {
+        "ties": {"method": "ties"},
+        "lora_ties": {"method": "ties", "experts": "lora"},
+        "mixed": {"method": "ties", "experts": ["math", "code_lora"]},
+    }
+    return cfg
+
+
+def test_an_expert_group_is_a_block_of_its_own(tmp_path):
+    plan = Plan(_grouped(tmp_path))
+    assert plan.merge_experts("ties") == ["math", "code", "if"]
+    assert plan.merge_experts("lora_ties") == ["math_lora", "code_lora"]
+    assert plan.block_rows() == {"expert_lora": "lora", "lora_ties": "lora"}  # mixed: main block
+    cells = {(c.row, c.benchmark): c.model for c in plan.report_cells()}
+    assert cells["expert", "humaneval"] == "code" and cells["expert", "ifeval"] == "if"
+    assert cells["expert_lora", "humaneval"] == "code_lora"
+    assert ("expert_lora", "ifeval") not in cells  # the group has no IF expert
+    # the per_task templates are the main experts'
+    assert plan.domain_templates()["math"] == "resources/tiny/math"
+    args = plan.report_args()
+    assert "--block lora_ties=lora" in args and "--block mixed" not in args
+    assert "--block-title 'lora=Adapted experts (group `lora`)" in args
+
+
+@pytest.mark.parametrize(
+    "change,key,match",
+    [
+        (lambda c: c["merges"].update({"x": {"method": "ties", "experts": "nope"}}),
+         "merges.x.experts", "'nope' is no expert group"),
+        (lambda c: c["merges"].update({"expert_lora": {"method": "ties"}}),
+         "merges.expert_lora", "a group's expert-row name"),
+        (lambda c: [e.update(group="lora") for e in c["models"]["experts"].values()],
+         "merges.ties.experts", "every expert has a group"),
+    ],
+)  # fmt: skip
+def test_expert_group_errors_name_the_key(change, key, match, tmp_path):
+    cfg = _grouped(tmp_path)
+    change(cfg)
+    with pytest.raises(ConfigError, match=match) as e:
+        Plan(cfg)
+    assert str(e.value).startswith(f"config error at {key}:")
+
+
+def test_the_report_shows_a_group_block_without_paper_numbers(tmp_path):
+    from evals.report import write_report
+
+    cells = {}
+    for row in ("zero_shot", "ties", "expert_lora", "lora_ties"):
+        for b, v in (("aime24", 0.5), ("ifeval", 0.25)):
+            f = tmp_path / f"{row}_{b}.json"
+            f.write_text(
+                json.dumps(
+                    {"headline": "pass@1", "metrics": {"pass@1": v, "prompt_level_loose_acc": v}}
+                )
+            )
+            cells.setdefault(row, {})[b] = f
+    blocks = {"expert_lora": "lora", "lora_ties": "lora"}
+    rec = write_report(
+        cells, tmp_path / "t", "table1", "per_task", blocks=blocks,
+        block_titles={"lora": "Adapted experts (group `lora`)"},
+    )  # fmt: skip
+    assert rec["blocks"] == blocks
+    md = (tmp_path / "t.md").read_text()
+    main, block = md.split("## Adapted experts (group `lora`)")
+    assert "| ties |" in main and "| lora_ties |" not in main
+    assert "| lora_ties |" in block and "| expert_lora |" in block and "paper" not in block
+    assert "(paper" in main  # the main rows carry Table 1's numbers
