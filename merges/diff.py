@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from merges.errors import MergeInputError
 from merges.adapter import is_adapter
+from merges.errors import MergeInputError
 from merges.io import INDEX_NAME, SINGLE_NAME, Checkpoint
 
 TINY = 1e-30  # floor of the reference norm: an all-zero reference gives a huge, finite ratio
