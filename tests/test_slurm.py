@@ -44,6 +44,8 @@ def reduced_config(path: Path) -> Path:
     """The demo with one data-dependent merge (so statistics run too) and 2 items per benchmark."""
     cfg = yaml.safe_load((path / "config/demo.yaml").read_text())
     cfg["run"] = "slurm"
+    experts = cfg["models"]["experts"]  # the full experts (the adapted-experts block left out)
+    cfg["models"]["experts"] = {e: m for e, m in experts.items() if not m.get("group")}
     cfg["merges"] = {"regmean": {"method": "regmean"}}
     cfg.pop("sweeps", None)
     cfg["eval"]["limit"] = 2
