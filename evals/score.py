@@ -4,7 +4,8 @@ Ids must have the data's type exactly (AIME and IFEval: integers; HumanEval: str
 needs the same number of completions unless `allow_uneven`; a file that lacks items is scored only
 with `subset`, or when its generation recorded a `limit` and it holds exactly the data's first
 `limit` items. The result records `complete` (every item of the data scored) and, for HumanEval,
-the sandbox mode the candidates ran in (bubblewrap is required unless `allow_unsandboxed`).
+the sandbox mode the candidates ran in (bubblewrap is required unless `allow_unsandboxed`) and
+how each sandbox's processes were capped (`sandbox_process_cap`).
 `score_batch` scores many files in one process (one start-up, programs checked once).
 """
 
@@ -138,6 +139,7 @@ def score_file(
     }
     if bench.format in CODE_FORMATS:
         result["sandbox"] = sandbox.mode()
+        result["sandbox_process_cap"] = sandbox.process_cap()
         result["allow_unsandboxed"] = allow_unsandboxed
     write_text_atomic(Path(output), json.dumps(result, indent=1, default=str) + "\n")
     return result
