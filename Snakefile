@@ -23,6 +23,7 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/errors.smk"
 
 
 rule all:

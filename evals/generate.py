@@ -14,6 +14,9 @@ A target may be a PEFT LoRA adapter folder (evals.lora) on a base model folder: 
 `LoRARequest` on an engine started for the base with LoRA enabled (evals.engine), its prompts are
 rendered with the adapter's tokenizer files when it has them, else the base's, and its records
 carry a `lora` entry (adapter, digest, base, rank, max_lora_rank).
+
+Every folder served (a model, an adapter and its base) is checked to be whole first
+(evals.folders): a truncated or corrupt folder is one error naming it, before any engine starts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evals.data import load_items
 from evals.engine import EngineSession
 from evals.errors import EvalInputError
+from evals.folders import check_adapter_folder, check_model_folder
 from evals.lora import Adapter, check_vocabulary, is_adapter, read_adapter
 from evals.registry import get_suite
 from evals.samples import meta_path, read_meta, write_samples
@@ -319,6 +323,12 @@ def _prepare(
         + [(f"{b} data file", p) for b, p in data.items()],
         force=True,
     )
+    # a folder cut short (an existing output to Snakemake) is named here, not by vLLM's loader
+    if adapter is None:
+        check_model_folder(model)
+    else:
+        check_adapter_folder(adapter.path)
+        check_model_folder(adapter.base)
     prompt_folder = _prompt_folder(t, adapter)
     if adapter is None:
         fingerprint = model_fingerprint(model)

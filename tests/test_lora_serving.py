@@ -32,12 +32,13 @@ ENV = dict(
 
 
 def fake_adapter(folder: Path, base=BASE, **config) -> Path:
-    """An adapter folder with the given config (weights are not read before an engine starts)."""
+    """An adapter folder with the given config and no tensors (only the weights' header is read
+    before an engine starts: evals.folders)."""
     folder.mkdir(parents=True)
     cfg = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}
     cfg["base_model_name_or_path"] = str(base)
     (folder / "adapter_config.json").write_text(json.dumps(cfg | config))
-    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 8)
+    (folder / "adapter_model.safetensors").write_bytes(b"\x02\0\0\0\0\0\0\0{}")
     return folder
 
 
