@@ -77,8 +77,26 @@ def validate_schema(config: dict) -> dict:
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
     if error is not None:
         key = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise ConfigError(key, error.message)
+        if "propertyNames" in error.schema_path:  # the name itself, quoted when it is odd
+            plain = re.fullmatch(schema["$defs"]["name"]["pattern"], str(error.instance))
+            key = f"{key}.{error.instance if plain else repr(error.instance)}"
+        raise ConfigError(key, _schema_message(error, schema))
     return config
+
+
+def _schema_message(error, schema: dict) -> str:
+    """The schema's message, in words for a name (`$defs.name`) that cannot be a folder name."""
+    name = schema["$defs"]["name"]
+    if error.validator == "pattern" and error.validator_value == name["pattern"]:
+        return (
+            f"{error.instance!r} cannot name a folder: letters, digits, '_', '-' and '.' only, "
+            "and not starting with '.' (never '.', '..' or a hidden name)"
+        )
+    if error.validator == "maxLength" and error.validator_value == name["maxLength"]:
+        return f"a name of {len(error.instance)} characters; at most {name['maxLength']}"
+    if error.validator == "not" and "propertyNames" in error.schema_path:
+        return f"{error.instance!r} is a reserved name (base, zero_shot, expert)"
+    return error.message
 
 
 def check(config: dict) -> None:

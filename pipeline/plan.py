@@ -16,8 +16,9 @@ from merges.adapter import is_adapter
 from merges.hub import slug
 from merges.registry import get_method
 from pipeline.config import STATS_RECIPES, load, main_experts
+from pipeline.guards import check_component, check_inside
 from pipeline.plan_sweeps import SweepPlan
-from pipeline.preflight import Download, preflight
+from pipeline.preflight import Download, check_writable, preflight
 from pipeline.revisions import hub_inputs, lock_revisions, resolve_on_hub, unpinned
 from pipeline.sweeps import expand
 
@@ -59,6 +60,94 @@ class Plan(SweepPlan):
             for mid, pts in self.points.items()
             for p in pts
         }
+        self.check_paths()
+
+    # -- hostile names and paths, unwritable outputs -----------------------------------------
+    def name_key(self, name: str) -> str:
+        """The config key that names a model folder, a generation target or a batch."""
+        name = self.split_variant(name)[0]
+        if name in self.merges:
+            return f"merges.{name}"
+        if name in self.experts:
+            return f"models.experts.{name}"
+        swept = next(
+            (mid for mid, pts in self.points.items() if name in self.point_index[mid]), None
+        )
+        if swept:
+            return f"sweeps.{swept}.grid"
+        return "models.base" if name == "base" else "eval.models_per_job"  # base, batchN, valN
+
+    @cached_property
+    def point_index(self) -> dict[str, set[str]]:
+        """{swept merge id: its points' ids}."""
+        return {mid: {p.id for p in pts} for mid, pts in self.points.items()}
+
+    def planned_names(self):
+        """(name, key): every config-supplied name that becomes one path component."""
+        yield self.run, "run"
+        for name in [*self.experts, *self.merges, *self.point_ids, *self.all_batches]:
+            yield name, self.name_key(name)
+        for mid in self.merges:
+            if self.merge_recipe(mid):
+                yield self.merge_recipe(mid), f"merges.{mid}.stats"
+        for name in ["base", *self.experts]:
+            m = self.model_entry(name)
+            if self.models["source"] == "hub" and not m.get("path"):
+                yield slug(m["repo_id"]), f"{self.name_key(name)}.repo_id"
+        for e, p in self.stats.get("prompts", {}).items():
+            if "hf_dataset" in p and "file" not in p:
+                yield slug(p["hf_dataset"]), f"stats.prompts.{e}.hf_dataset"
+                yield p.get("split", "train"), f"stats.prompts.{e}.split"  # part of a file name
+
+    def planned_paths(self):
+        """(path, the root it must stay under, key): every output path the plan builds from the
+        config's names and texts, and the hub download folders."""
+        run = f"results/{self.run}"
+        yield run, "results", "run"
+        yield f"logs/{self.run}", "logs", "run"
+        yield self.lock_file(), run, "run"
+        for m in self.merge_jobs:
+            files = (self.merge_dir(m), self.fingerprint_raw(m), self.fingerprint_file(m))
+            yield from ((f, run, self.name_key(m)) for f in (*files, *self.merge_stats(m)))
+        for mid in self.points:
+            files = (self.sweep_file(mid), self.selection_file(mid), self.sweep_plot(mid))
+            yield from ((f, run, f"sweeps.{mid}") for f in files)
+            for p in self.points[mid]:
+                yield self.val_samples_dir(p.id), run, f"sweeps.{mid}.grid"
+        for batch in self.all_batches:
+            for stage in ("generate", "score"):
+                yield self.request_file(stage, batch), run, self.name_key(batch)
+                yield self.batch_manifest(stage, batch), run, self.name_key(batch)
+        for model in self.eval_models:
+            yield self.samples_dir(model), run, self.name_key(model)
+            for b in self.row_benchmarks(model):
+                yield self.score_file(model, b), run, self.name_key(model)
+        for name in ["base", *self.experts]:
+            m = self.model_entry(name)
+            if self.models["source"] == "hub" and not m.get("path"):
+                root = f"resources/hub/{slug(m['repo_id'])}"
+                yield self.model_dir(name), root, f"{self.name_key(name)}.revision"
+        for e, p in self.stats.get("prompts", {}).items():
+            if "hf_dataset" in p and "file" not in p:  # a download (a local file is an input)
+                root = f"resources/calibration/{slug(p['hf_dataset'])}"
+                yield f"{root}/{p['revision']}", root, f"stats.prompts.{e}.revision"
+                for recipe in self.stats_recipes_used:
+                    f = self.prompts_file(e, recipe)
+                    yield f, f"{root}/{p['revision']}", f"stats.prompts.{e}.split"
+
+    def check_paths(self) -> None:
+        """Every name that becomes a path component is one plain folder name, and every planned
+        path stays under its root (pipeline.guards): a ConfigError naming the key otherwise."""
+        for name, key in self.planned_names():
+            check_component(name, key)
+        for path, root, key in self.planned_paths():
+            check_inside(path, root, key)
+
+    def check_outputs(self) -> None:
+        """Before any job and before the revision lock: results/RUN and logs/RUN can be written
+        (pipeline.preflight.check_writable), one error naming the folder otherwise."""
+        check_writable(Path(f"results/{self.run}"), "the run's results")
+        check_writable(Path(f"logs/{self.run}"), "the run's logs")
 
     # -- hub revisions -----------------------------------------------------------------------
     def lock_file(self) -> str:

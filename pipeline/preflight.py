@@ -5,6 +5,11 @@ files a download fetches and their sizes; a repo, commit or weights file that is
 error naming the config key. The bytes to download plus the run's merged models (each the size of
 the base's weights) must fit in the free space of the disks they go to; the message gives both
 numbers. Offline (HF_HUB_OFFLINE) nothing is asked: the downloads could not run either.
+
+Before that, and before the revision lock is written, the run's output folders (`results/RUN`,
+`logs/RUN`) must be writable: an existing one and its subfolders, or the nearest existing folder
+above a missing one, by this user (`os.access`) and in fact (a probe file, which a read-only mount
+refuses to root as well); else one error naming the folder instead of a job's traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +101,41 @@ def preflight(downloads: list[Download], base_dir: Path, n_merges: int, results:
         needs.append((f"of merged models ({n_merges} x the base)", results, n_merges * base))
     check_disk(needs)
     return {"download_bytes": sum(sizes.values()), "merged_bytes": n_merges * base}
+
+
+def check_writable(folder: Path, what: str = "the run's outputs") -> None:
+    """`folder` can be written (made if missing): one InputError naming it otherwise. Nothing is
+    created; a probe file in the folder that would hold it is made and removed at once."""
+    folder = Path(folder)
+    at = folder.absolute()
+    while not os.path.lexists(at):
+        at = at.parent
+    here = Path.cwd()
+
+    def shown(p: Path) -> Path:
+        return p.relative_to(here) if p.is_relative_to(here) else p
+
+    def refuse(where: Path, why: str, fix: str) -> InputError:
+        return InputError(f"cannot write {what} to {folder}: {shown(where)} {why}; {fix}")
+
+    fix = "give this user write access to it or run from a folder you can write"
+    if not at.is_dir():
+        kind = "is a broken link" if not at.exists() else "is not a folder"
+        raise refuse(at, kind, "remove it or give another run name")
+    for d in [at, *(_subfolders(at) if at == folder.absolute() else [])]:
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise refuse(d, f"is not writable by this user (uid {os.getuid()})", fix)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=at)
+    except OSError as e:
+        raise refuse(at, f"refuses a new file ({e.strerror})", fix) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in `folder` (the run's models, stats, samples, ...); none if it cannot be read."""
+    try:
+        return [c for c in folder.iterdir() if c.is_dir()]
+    except OSError:
+        return []

@@ -19,6 +19,7 @@ from pipeline.plan import Plan, argv  # noqa: E402
 UPDATE_LOCK = bool(config.pop("update_lock", False))
 try:
     PLAN = Plan(config)
+    PLAN.check_outputs()  # results/RUN and logs/RUN writable, before the lock is written there
     PLAN.lock_revisions(update=UPDATE_LOCK)
     PLAN.preflight()
 except InputError as e:  # a bad config or hub input: one line, before any job runs
