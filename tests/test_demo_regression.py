@@ -116,7 +116,12 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
     # as an adapter); every other merge stays
     ta_rows = {m for m, e in cfg["merges"].items() if e.get("method") == "task_arithmetic"}
     assert ta_rows == {"task_arithmetic", "lora_task_arithmetic", "lora_ta_adapter"}
-    assert scheduled_merges(out, "demo") == ta_rows | ta_points
+    # KnOTS reuses Task Arithmetic's function (its merge: ta), so its merges rerun too; with
+    # merge: ties and iso_c their weights come out identical (generated again: merge.json, part
+    # of a folder's identity, records the code that made it)
+    knots = {m for m, e in cfg["merges"].items() if e.get("method") == "knots"}
+    assert knots == {"lora_knots_ties", "lora_knots_iso_c"}
+    assert scheduled_merges(out, "demo") == ta_rows | ta_points | knots
     # the test batches that hold them and the validation batch of the points
     held = [k for k, v in requests.items() if v & (ta_rows | ta_points)]
     assert jobs["generate_samples"] == jobs["score_samples"] == len(held) == 3, (jobs, held)
@@ -154,7 +159,7 @@ def test_a_broken_method_moves_only_its_own_rows(tmp_path):
         if '/lora_task_arithmetic"' in p.read_text()
     )
     regenerated = {Path(t["output"]).name for t in lora["targets"] if t["generated"]}
-    assert regenerated == {"lora_task_arithmetic", "lora_ta_adapter"}, lora
+    assert regenerated == {"lora_task_arithmetic", "lora_ta_adapter"} | knots, lora
 
     record = json.loads((repo / "results/demo/table1.json").read_text())
     weights = record["fingerprints"]["merges"]
