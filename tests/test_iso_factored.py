@@ -6,7 +6,6 @@ span where the paper's is full rank, and an adapter merge takes the factored pat
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from safetensors.torch import load_file
 
 from merges.methods.iso_cts import subspace_sizes
 from merges.registry import FactoredTask, TensorTask, methods
+from tests.test_adapters import _peft
 
 F64 = torch.float64
 NAMES = ["iso_c", "iso_cts"]
@@ -183,15 +183,6 @@ def test_rank_of_the_result(name, t_count):
 
 
 # ---- end to end: PEFT adapters through the engine ----
-
-
-def _peft():
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        if os.environ.get("MERGEEVAL_REQUIRE_PEFT") == "1":
-            pytest.fail("MERGEEVAL_REQUIRE_PEFT=1 but PEFT is not installed (scripts/test.sh does)")
-        pytest.skip("PEFT is not installed (scripts/test.sh installs it)")
 
 
 @pytest.fixture(scope="module")
